@@ -1,0 +1,41 @@
+"""Write-then-rename output folders, so a killed run never leaves a half-written folder at the target."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def temp_dir_beside(target: Path) -> Path:
+    """A fresh folder on the same filesystem as target, so the final rename is atomic."""
+    return target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+
+
+@contextlib.contextmanager
+def atomic_output_dir(target: Path, replace: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder; on success it becomes `target`, on any failure it is removed."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f".{target.name}.tmp-*"):  # left by a killed run
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = temp_dir_beside(target)
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if target.exists():
+        if not replace and any(target.iterdir()):
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise FileExistsError(target)
+        old = temp_dir_beside(target)
+        os.rename(target, old)
+        os.rename(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, target)

@@ -1,0 +1,148 @@
+"""The `merger` command: a thin typer layer, one verb per stage. All work lives in the modules it calls."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from pathlib import Path
+from typing import Callable, List, Optional, TypeVar
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from merger.errors import UserError
+
+app = typer.Typer(
+    help="Declarative merge sweeps for open LLMs: mergekit merges, DPO, lm-eval-identical quick scoring.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+models_app = typer.Typer(help="Prepare the bundled demo models.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+out = Console()
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable)
+
+
+def user_errors(fn: F) -> F:
+    """Each user-fixable problem becomes one line on stderr and exit code 2: no traceback, ever."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            for problem in exc.problems:
+                err.print(f"error: {problem}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _output_layers(merge: dict) -> str:
+    if merge.get("slices"):
+        return str(sum(s["sources"][0]["layer_range"][1] - s["sources"][0]["layer_range"][0] for s in merge["slices"]))
+    return "as inputs"
+
+
+def _candidates_table(candidates) -> Table:
+    table = Table(title="Candidates")
+    for column in ("recipe", "id", "method", "sweep point", "models", "layers"):
+        table.add_column(column)
+    from merger.validate import model_refs
+
+    for c in candidates:
+        models = {ref for field, ref in model_refs(c.merge) if not field.endswith("tokenizer_source")}
+        point = ", ".join(f"{k}={json.dumps(v)}" for k, v in c.params.items()) or "-"
+        table.add_row(Path(c.recipe_path).name, c.id, c.merge.get("merge_method", "?"), point,
+                      str(len(models)), _output_layers(c.merge))
+    return table
+
+
+@app.command()
+@user_errors
+def validate(
+    recipes: List[Path] = typer.Argument(..., help="Recipe files (merger recipes or plain mergekit configs)."),
+    show_config: bool = typer.Option(False, "--show-config", help="Print each candidate's resolved mergekit config."),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Accept models that ship only pickled weights."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Accept models that need custom code."),
+) -> None:
+    """Parse, expand and check every candidate without merging anything."""
+    from merger.validate import validate_recipes
+
+    candidates, report = validate_recipes([str(r) for r in recipes], allow_pickle, trust_remote_code)
+    if candidates:
+        out.print(_candidates_table(candidates))
+    if show_config:
+        for c in candidates:
+            out.rule(f"{c.id}  ({Path(c.recipe_path).name})")
+            out.print(yaml.safe_dump(c.merge, sort_keys=False).rstrip(), markup=False, highlight=False)
+    for note in report.notes:
+        err.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
+    if report.problems:
+        raise UserError(report.problems)
+    out.print(f"[green]{len(candidates)} candidate(s) valid[/green]")
+
+
+@app.command()
+@user_errors
+def merge(
+    recipe: Path = typer.Argument(..., help="Recipe file."),
+    out_dir: Path = typer.Option(..., "--out", help="Output folder (a Hugging Face model folder)."),
+    candidate: Optional[str] = typer.Option(None, "--candidate", help="Candidate id, when the recipe sweeps."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
+    shard_size: str = typer.Option("5GB", "--shard-size", help="Largest safetensors shard, e.g. 5GB."),
+    force: bool = typer.Option(False, "--force", help="Replace a non-empty output folder."),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Accept models that ship only pickled weights."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Run models' custom code."),
+) -> None:
+    """Merge one candidate of a recipe through mergekit, atomically."""
+    from merger.merging import ensure_target_free, merge_to_disk, parse_size, resolve_device
+    from merger.validate import require_valid
+
+    # Cheap argument checks first, so a typo costs nothing.
+    parse_size(shard_size)
+    resolve_device(device)
+    ensure_target_free(out_dir, force)
+    candidates = require_valid([str(recipe)], allow_pickle, trust_remote_code)
+    if candidate is not None:
+        chosen = [c for c in candidates if c.id == candidate]
+        if not chosen:
+            ids = ", ".join(c.id for c in candidates)
+            raise UserError.one(str(recipe), "--candidate", f"no candidate '{candidate}'; this recipe has: {ids}")
+    elif len(candidates) > 1:
+        ids = ", ".join(c.id for c in candidates)
+        raise UserError.one(str(recipe), "sweep", f"{len(candidates)} candidates; pick one with --candidate ({ids})")
+    else:
+        chosen = candidates
+    c = chosen[0]
+    out.print(f"Merging [bold]{c.id}[/bold] ({c.merge['merge_method']}) from {recipe} -> {out_dir}")
+    merge_to_disk(c, out_dir, device=device, shard_size=shard_size, force=force,
+                  trust_remote_code=trust_remote_code)
+    out.print(f"[green]wrote[/green] {out_dir}")
+
+
+@models_app.command("prepare")
+@user_errors
+def models_prepare(
+    name: str = typer.Argument("smollm2", help="Demo model name (smollm2)."),
+    force: bool = typer.Option(False, "--force", help="Convert again even when cached."),
+    link: Optional[Path] = typer.Option(None, "--link", help="Also link the folder into this directory."),
+) -> None:
+    """Convert a bundled demo model to a cached HF folder; prints the folder as the last line."""
+    from merger.models import link_into, prepare
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    path = prepare(name, force=force)
+    if link is not None:
+        path = link_into(path, link)
+    print(path)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,224 @@
+"""Recipe files: parsing, sweep-grid expansion and the SOLAR depth up-scaling shorthand.
+
+A recipe is either a plain mergekit config (accepted unchanged) or a merger recipe that wraps one under
+`merge:` and adds `sweep:` (and, for later stages, `dpo:`, `eval:`, `select:`). Sweep axes live only under
+`sweep:`, keyed by a dotted path into the recipe, so a list inside the mergekit config is always what
+mergekit says it is (a gradient) and never mistaken for an axis.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from merger.errors import Problem, UserError
+
+SECTIONS = ("merge", "depth_upscale", "sweep", "dpo", "eval", "select", "trust_remote_code")
+
+
+class DepthUpscale(BaseModel):
+    """SOLAR-style depth up-scaling: two copies of one model, the top `overlap` and bottom `overlap` layers cut."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    overlap: int = Field(gt=0)
+    layers: int | None = Field(default=None, gt=0)
+    dtype: str | None = None
+    tokenizer_source: str | None = None
+    chat_template: str | None = None
+
+    def to_mergekit(self, layers: int) -> dict[str, Any]:
+        """Passthrough slices [0, n-overlap] + [overlap, n]: SOLAR's 32 layers with overlap 8 give 48."""
+        config: dict[str, Any] = {
+            "merge_method": "passthrough",
+            "slices": [
+                {"sources": [{"model": self.model, "layer_range": [0, layers - self.overlap]}]},
+                {"sources": [{"model": self.model, "layer_range": [self.overlap, layers]}]},
+            ],
+        }
+        for key in ("dtype", "tokenizer_source", "chat_template"):
+            if getattr(self, key) is not None:
+                config[key] = getattr(self, key)
+        return config
+
+
+class Recipe(BaseModel):
+    """The file format users write. Sections for later stages are kept as given and checked by their stage."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    merge: dict[str, Any] | None = None
+    depth_upscale: DepthUpscale | None = None
+    sweep: dict[str, list[Any]] = Field(default_factory=dict)
+    trust_remote_code: bool = False
+    dpo: dict[str, Any] | None = None
+    eval: dict[str, Any] | None = None
+    select: dict[str, Any] | None = None
+
+    @field_validator("sweep")
+    @classmethod
+    def _axes_not_empty(cls, sweep: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for path, values in sweep.items():
+            if not values:
+                raise ValueError(f"axis '{path}' has no values")
+        return sweep
+
+
+class Candidate(BaseModel):
+    """One point of a recipe's sweep grid, fully resolved: what gets merged, and how it was derived."""
+
+    id: str
+    recipe_path: str
+    params: dict[str, Any]
+    merge: dict[str, Any]
+    trust_remote_code: bool = False
+    dpo: dict[str, Any] | None = None
+    eval: dict[str, Any] | None = None
+    select: dict[str, Any] | None = None
+
+    def field(self, name: str) -> str:
+        """The recipe field a problem points at; sweep parameters are named too, so the user knows which point."""
+        if not self.params:
+            return name
+        point = ", ".join(f"{k}={json.dumps(v)}" for k, v in self.params.items())
+        return f"{name} (candidate {self.id}: {point})"
+
+
+def read_recipe_file(path: str | Path) -> dict[str, Any]:
+    """Read YAML; a bare mergekit config is wrapped as `merge:` so both spellings mean the same."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError.one(str(path), "", "no such recipe file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError.one(str(path), where, f"not valid YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise UserError.one(str(path), "", "a recipe must be a YAML mapping (a mergekit config or merger recipe)")
+    if "merge_method" in data:
+        return {"merge": data}
+    return data
+
+
+def parse_recipe(path: str | Path, data: dict[str, Any]) -> Recipe:
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise UserError([_pydantic_problem(str(path), err) for err in exc.errors()]) from None
+    if (recipe.merge is None) == (recipe.depth_upscale is None):
+        raise UserError.one(str(path), "merge", "give exactly one of `merge:` (a mergekit config) or `depth_upscale:`")
+    return recipe
+
+
+def _pydantic_problem(file: str, err: dict[str, Any]) -> Problem:
+    loc = ".".join(str(part) for part in err["loc"])
+    if err["type"] == "extra_forbidden":
+        return Problem(file, loc, f"unknown field; a recipe has {', '.join(SECTIONS)}")
+    return Problem(file, loc, err["msg"])
+
+
+def _set_path(data: dict[str, Any], path: str) -> tuple[Any, Any]:
+    """Find the container and key a dotted path names; every step but the last must already exist."""
+    parts = path.split(".")
+    if parts[0] not in ("merge", "depth_upscale", "dpo", "eval", "select"):
+        raise KeyError(f"must start with a recipe section (merge, depth_upscale, dpo, eval, select), not '{parts[0]}'")
+    node: Any = data
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        if isinstance(node, list):
+            if not part.lstrip("-").isdigit():
+                raise KeyError(f"'{part}' indexes a list and must be a number")
+            index = int(part)
+            if not -len(node) <= index < len(node):
+                raise KeyError(f"index {index} is outside a list of {len(node)}")
+            key: Any = index
+        elif isinstance(node, dict):
+            if part not in node and not last:
+                raise KeyError(f"'{'.'.join(parts[: depth + 1])}' does not exist in the recipe")
+            key = part
+        else:
+            raise KeyError(f"'{'.'.join(parts[:depth])}' is a value, not a mapping or list")
+        if last:
+            return node, key
+        node = node[key]
+    raise KeyError("empty path")
+
+
+def _model_layers(path: Path, ref: str) -> int:
+    """`depth_upscale` without `layers:` reads the count from the model's config.json."""
+    from merger.model_info import inspect_model
+
+    try:
+        return inspect_model(ref).num_layers
+    except LookupError as exc:
+        raise UserError.one(str(path), "depth_upscale.model", str(exc)) from None
+
+
+def candidate_id(merge: dict[str, Any], dpo: dict[str, Any] | None) -> str:
+    """Stable across runs and machines: a changed recipe gives new ids, an unchanged one the same ids."""
+    canonical = json.dumps({"merge": merge, "dpo": dpo}, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:10]
+
+
+def expand(path: str | Path) -> list[Candidate]:
+    """Every candidate of a recipe's sweep grid, in grid order (the first axis varies slowest)."""
+    path = Path(path)
+    data = read_recipe_file(path)
+    recipe = parse_recipe(path, data)
+    base = {k: v for k, v in data.items() if k != "sweep"}
+    problems: list[Problem] = []
+    for axis in recipe.sweep:
+        try:
+            _set_path(copy.deepcopy(base), axis)
+        except KeyError as exc:
+            problems.append(Problem(str(path), f"sweep.{axis}", str(exc.args[0])))
+    if problems:
+        raise UserError(problems)
+
+    candidates: list[Candidate] = []
+    axes = list(recipe.sweep.items())
+    for point in itertools.product(*(values for _, values in axes)):
+        resolved = copy.deepcopy(base)
+        params = {}
+        for (axis, _), value in zip(axes, point):
+            container, key = _set_path(resolved, axis)
+            container[key] = copy.deepcopy(value)
+            params[axis] = value
+        point_recipe = parse_recipe(path, resolved)
+        if point_recipe.depth_upscale is not None:
+            dus = point_recipe.depth_upscale
+            layers = dus.layers
+            if layers is None:
+                layers = _model_layers(path, dus.model)
+            if dus.overlap * 2 > layers:
+                raise UserError.one(
+                    str(path), "depth_upscale.overlap",
+                    f"overlap {dus.overlap} is more than half of the model's {layers} layers",
+                )
+            merge = dus.to_mergekit(layers)
+        else:
+            merge = point_recipe.merge or {}
+        candidates.append(
+            Candidate(
+                id=candidate_id(merge, point_recipe.dpo),
+                recipe_path=str(path),
+                params=params,
+                merge=merge,
+                trust_remote_code=point_recipe.trust_remote_code,
+                dpo=point_recipe.dpo,
+                eval=point_recipe.eval,
+                select=point_recipe.select,
+            )
+        )
+    return candidates

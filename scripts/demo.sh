@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The offline demo: prepare SmolLM2, check every demo recipe, merge the demo recipes into demo-out/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+merger=.venv/bin/merger
+$merger models prepare smollm2 --link models
+$merger validate merge_recipes/demo-*.yaml
+$merger merge merge_recipes/demo-smollm2-prune.yaml --out demo-out/prune --force
+$merger merge merge_recipes/demo-smollm2-dus.yaml --out demo-out/dus --force

@@ -1,0 +1,37 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from tiny import make_tiny_llama  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+EVALDATA = REPO.parent / "shared" / "evaldata"
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    """Three tiny Llamas sharing a tokenizer (a, b, c) plus odd ones for the failure cases."""
+    root = tmp_path_factory.mktemp("tiny")
+    return {
+        "a": make_tiny_llama(root / "a", seed=1),
+        "b": make_tiny_llama(root / "b", seed=2),
+        "c": make_tiny_llama(root / "c", seed=3),
+        "wide": make_tiny_llama(root / "wide", seed=4, hidden=128),
+        "untied": make_tiny_llama(root / "untied", seed=5, tied=False),
+        "pickled": make_tiny_llama(root / "pickled", seed=6, pickle=True),
+        "extra_vocab": make_tiny_llama(root / "extra_vocab", seed=7, extra_tokens=[f"<x{i}>" for i in range(40)]),
+    }
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    """The real SmolLM2-135M-Instruct, converted once and cached (see `merger models prepare`)."""
+    from merger.models import prepare
+
+    return prepare("smollm2")
