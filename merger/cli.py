@@ -102,7 +102,8 @@ def merge(
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Run models' custom code."),
 ) -> None:
     """Merge one candidate of a recipe through mergekit, atomically."""
-    from merger.merging import ensure_target_free, merge_to_disk, parse_size, resolve_device
+    from merger.device import resolve_device
+    from merger.merging import ensure_target_free, merge_to_disk, parse_size
     from merger.validate import require_valid
 
     # Cheap argument checks first, so a typo costs nothing.
@@ -125,6 +126,50 @@ def merge(
     merge_to_disk(c, out_dir, device=device, shard_size=shard_size, force=force,
                   trust_remote_code=trust_remote_code)
     out.print(f"[green]wrote[/green] {out_dir}")
+
+
+def _parse_fewshot(value: Optional[str]) -> Optional[int | dict[str, int]]:
+    """`5` for every task, or `arc_challenge=25,hellaswag=10` per task."""
+    if value is None:
+        return None
+    try:
+        if "=" not in value:
+            return int(value)
+        return {k.strip(): int(v) for k, v in (part.split("=", 1) for part in value.split(","))}
+    except ValueError:
+        raise UserError.one("--num-fewshot", "", f"'{value}' is not a number or task=number list") from None
+
+
+@app.command("eval")
+@user_errors
+def eval_(
+    model_dir: Path = typer.Argument(..., help="A Hugging Face model folder (safetensors)."),
+    tasks: str = typer.Option("arithmetic", "--tasks", help="Comma-separated: arc_challenge, hellaswag, mmlu, "
+                              "truthfulqa_mc2, winogrande, gsm8k, arithmetic."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Score a seeded sample of N items per task."),
+    num_fewshot: Optional[str] = typer.Option(None, "--num-fewshot", help="K, or task=K,... (default: leaderboard's)."),
+    seed: int = typer.Option(1234, "--seed", help="Seed of the --limit sample."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Local JSONL tasks (else $MERGER_DATA_DIR, else the hub)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the summary as JSON."),
+    items_out: Optional[Path] = typer.Option(None, "--items", help="Write one JSON line per scored item."),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Items per batch (default: by memory)."),
+) -> None:
+    """Score a model on quick leaderboard subsets, with lm-eval's prompts and metrics."""
+    from merger.evaluate.evaluator import evaluate, parse_tasks
+    from merger.evaluate.model import load_model
+    from merger.evaluate.report import results_table, write_items, write_summary
+
+    names = parse_tasks(tasks)
+    fewshot = _parse_fewshot(num_fewshot)
+    model, tokenizer = load_model(model_dir, device)
+    report = evaluate(model, tokenizer, names, limit=limit, num_fewshot=fewshot, seed=seed, data=data_dir,
+                      batch_size=batch_size)
+    out.print(results_table(report, title=str(model_dir)))
+    if json_out:
+        write_summary(report, json_out)
+    if items_out:
+        write_items(report, items_out)
 
 
 @models_app.command("prepare")

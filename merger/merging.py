@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from merger.atomic import atomic_output_dir
+from merger.device import resolve_device
 from merger.errors import UserError
 from merger.recipe import Candidate
 
@@ -25,18 +26,6 @@ def parse_size(text: str) -> int:
     if not match:
         raise UserError.one("--shard-size", "", f"'{text}' is not a size like 5GB or 500MB")
     return int(float(match.group(1)) * UNITS[match.group(2).upper()])
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError.one("--device", "", "cuda was asked for but no CUDA device is available")
-    if device not in ("cpu", "cuda"):
-        raise UserError.one("--device", "", f"'{device}' is not one of cpu, cuda, auto")
-    return device
 
 
 def ensure_target_free(out: Path, force: bool) -> None:
