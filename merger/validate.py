@@ -85,6 +85,14 @@ def check_candidate(candidate: Candidate, allow_pickle: bool = False, trust_remo
     def problem(name: str, cause: str) -> None:
         report.problems.append(Problem(file, name, cause))
 
+    if candidate.dpo is not None:
+        from merger.dpo import DPOSettings
+
+        try:
+            DPOSettings.parse(candidate.dpo, file)
+        except UserError as exc:
+            report.problems.extend(Problem(file, f"dpo.{p.field}", p.cause) for p in exc.problems)
+
     merge = candidate.merge
     try:
         MergeConfiguration.model_validate(merge)

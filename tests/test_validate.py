@@ -64,6 +64,8 @@ def bad_recipes(m):
         ("bad_dtype", slerp(a, b, dtype="float8"), "merge.dtype", "unknown dtype"),
         ("dus_overlap_too_big", {"depth_upscale": {"model": str(a), "overlap": 3}}, "depth_upscale.overlap", "more than half"),
         ("dus_missing_model", {"depth_upscale": {"model": "/nope", "overlap": 1}}, "depth_upscale.model", "no such model folder"),
+        ("bad_dpo_section", {"merge": slerp(a, b), "dpo": {"data": "x.jsonl", "loss_type": "sigmoidal"}},
+         "dpo.loss_type", "unknown loss_type"),
         ("models_and_slices", {"merge_method": "linear", "models": [{"model": str(a)}],
                                "slices": [{"sources": [{"model": str(a), "layer_range": [0, 4]}]}]}, "merge", "Exactly one of"),
     ]
@@ -91,7 +93,7 @@ def test_at_least_ten_kinds_of_bad_recipe(models):
     assert len(bad_recipes(models)) >= 10
 
 
-@pytest.mark.parametrize("index", range(22))
+@pytest.mark.parametrize("index", range(23))
 def test_bad_recipe_validate_and_merge(tmp_path, models, index):
     name, recipe, field, words = bad_recipes(models)[index]
     path = write(tmp_path, recipe)
