@@ -50,17 +50,17 @@ def _output_layers(merge: dict) -> str:
     return "as inputs"
 
 
-def _candidates_table(candidates) -> Table:
+def _candidates_table(candidates, extra: Optional[dict[str, list[str]]] = None) -> Table:
     table = Table(title="Candidates")
-    for column in ("recipe", "id", "method", "sweep point", "models", "layers"):
+    for column in ("recipe", "id", "method", "sweep point", "models", "layers", *(extra or {})):
         table.add_column(column)
     from merger.validate import model_refs
 
-    for c in candidates:
+    for i, c in enumerate(candidates):
         models = {ref for field, ref in model_refs(c.merge) if not field.endswith("tokenizer_source")}
         point = ", ".join(f"{k}={json.dumps(v)}" for k, v in c.params.items()) or "-"
         table.add_row(Path(c.recipe_path).name, c.id, c.merge.get("merge_method", "?"), point,
-                      str(len(models)), _output_layers(c.merge))
+                      str(len(models)), _output_layers(c.merge), *(values[i] for values in (extra or {}).values()))
     return table
 
 
@@ -223,6 +223,64 @@ def dpo(
     table.add_row("checked against", ", ".join(contamination["against"]))
     table.add_row("steps", str(summary["steps"]))
     out.print(table)
+
+
+@app.command()
+@user_errors
+def sweep(
+    recipes: List[Path] = typer.Argument(None, help="Recipe files."),
+    out_dir: Path = typer.Option(..., "--out", help="Sweep folder: journal, candidates, best, leaderboard."),
+    keep: Optional[int] = typer.Option(None, "--keep", min=1, help="Keep the K best candidates' weights."),
+    fresh: bool = typer.Option(False, "--fresh", help="Forget earlier results in --out and start over."),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Reuse finished stages (the default)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and exit."),
+    report: bool = typer.Option(False, "--report", help="Only redraw the leaderboard and plots from the journal."),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
+) -> None:
+    """Merge, refine, score and rank every candidate of the recipes; keep the best. Resumable."""
+    import shutil
+
+    from merger.device import resolve_device
+    from merger.validate import require_valid
+
+    if report:
+        from merger.journal import Journal
+        from merger.leaderboard import write_reports
+
+        if not (out_dir / "journal.sqlite").exists() or not (out_dir / "sweep.json").exists():
+            raise UserError.one(str(out_dir), "--report", "no finished sweep here to report on")
+        journal = Journal(out_dir)
+        try:
+            write_reports(journal, out_dir)
+        finally:
+            journal.close()
+        return
+    if not recipes:
+        raise UserError.one("merger sweep", "RECIPE", "give at least one recipe file")
+    resolve_device(device)
+    candidates = require_valid([str(r) for r in recipes])
+    if dry_run:
+        from merger.sweep import _settings, _weights_bytes
+
+        evals, select = _settings(candidates)
+        out.print(_candidates_table(candidates, {
+            "stages": ["merge -> dpo -> eval" if c.dpo else "merge (in memory) -> eval" for c in candidates],
+            "disk if kept": [f"{_weights_bytes(c) / 1e9:.2f} GB" for c in candidates],
+        }))
+        out.print(f"eval: {', '.join(evals.tasks)} on {evals.limit or 'all'} items; select: {select.metric}, "
+                  f"{select.strategy}, keep {keep or select.keep}")
+        return
+    if fresh or not resume:
+        for name in ("journal.sqlite", "journal.sqlite-wal", "journal.sqlite-shm", "candidates", "best"):
+            target = out_dir / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    from merger.sweep import run_sweep
+
+    run_sweep(candidates, out_dir, device=device, keep=keep)
+    out.print(f"[green]best:[/green] {out_dir / 'best'}")
 
 
 @models_app.command("prepare")

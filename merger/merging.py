@@ -81,3 +81,53 @@ def write_provenance(candidate: Candidate, folder: Path) -> None:
     (folder / "merger_candidate.json").write_text(
         json.dumps(candidate.model_dump(), indent=2, default=str) + "\n", encoding="utf-8"
     )
+
+
+def merge_in_memory(candidate: Candidate, *, device: str = "cpu", trust_remote_code: bool = False):
+    """Merge with mergekit's planner and executor, straight into a live model: nothing written to disk.
+
+    mergekit 0.1.5's `MergePlanner.plan_in_memory()` fails pydantic's check of `ReturnTensor.tensor_task`
+    (it tries to instantiate the abstract `Task[Tensor]`). The planner's own tasks are already validated,
+    so the return tasks are built with `model_construct`, which skips only that check.
+    Returns (model, tokenizer); tensors are bit-identical to `mergekit-yaml`'s output.
+    """
+    from mergekit.architecture import get_architecture_info
+    from mergekit.config import MergeConfiguration
+    from mergekit.graph import Executor
+    from mergekit.io.tasks import LoaderCache, ReturnTensor
+    from mergekit.merge import _model_out_config
+    from mergekit.options import MergeOptions
+    from mergekit.plan import MergePlanner
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.initialization import no_init_weights
+
+    if candidate.merge.get("tokenizer_source") or candidate.merge.get("tokenizer"):
+        raise ValueError("vocabulary surgery (tokenizer_source / tokenizer) is only supported by merge_to_disk")
+    config = MergeConfiguration.model_validate(candidate.merge)
+    options = MergeOptions(device=resolve_device(device), trust_remote_code=trust_remote_code or
+                           candidate.trust_remote_code, quiet=True)
+    arch = get_architecture_info(config, options)
+    LoaderCache().setup(options=options)
+    out_config = _model_out_config(config, arch, trust_remote_code=options.trust_remote_code)
+    planner = MergePlanner(config, arch, options=options, out_model_config=out_config)
+    planner._plan()
+    targets = [ReturnTensor.model_construct(weight_info=w, tensor_task=t, dtype=w.force_dtype or config.out_dtype)
+               for w, t in planner._tensors]
+    tensors = {}
+    for task, value in Executor(targets=targets, math_device=options.device, storage_device="cpu").run(quiet=True):
+        if isinstance(task, ReturnTensor):
+            tensors[task.weight_info.name] = value.contiguous()
+    dtype = next(iter(tensors.values())).dtype
+    with no_init_weights():  # every weight is overwritten below; random init would only cost time
+        model = AutoModelForCausalLM.from_config(out_config, dtype=dtype,
+                                                 trust_remote_code=options.trust_remote_code)
+    missing, unexpected = model.load_state_dict(tensors, strict=False, assign=True)
+    if unexpected or (set(missing) - {"lm_head.weight"}) or ("lm_head.weight" in missing and
+                                                             not out_config.tie_word_embeddings):
+        raise RuntimeError(f"in-memory merge does not fit the model: missing {missing}, unexpected {unexpected}")
+    model.tie_weights()
+    model = model.to(options.device).eval()
+    donor = config.base_model or config.referenced_models()[0]
+    tokenizer = AutoTokenizer.from_pretrained(donor.model.path, revision=donor.model.revision,
+                                              trust_remote_code=options.trust_remote_code)
+    return model, tokenizer

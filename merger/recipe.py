@@ -13,7 +13,7 @@ import hashlib
 import itertools
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -50,6 +50,41 @@ class DepthUpscale(BaseModel):
         return config
 
 
+class EvalSettings(BaseModel):
+    """`eval:` - what every candidate is scored on; the same items for every candidate of a sweep."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tasks: list[str] = Field(default_factory=lambda: ["arithmetic"], min_length=1)
+    limit: int | None = Field(None, gt=0)
+    num_fewshot: int | dict[str, int] | None = None
+    data_dir: str | None = None
+    seed: int = 1234
+
+    @field_validator("tasks")
+    @classmethod
+    def _known(cls, tasks: list[str]) -> list[str]:
+        from merger.evaluate.tasks import TASKS
+
+        for name in tasks:
+            if name not in TASKS:
+                raise ValueError(f"unknown task '{name}'; known: {', '.join(TASKS)}")
+        return tasks
+
+
+class SelectSettings(BaseModel):
+    """`select:` - how the winner is chosen and how its score is reported."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metric: str = "mean"               # mean of the tasks' headline metrics, or one task's name
+    strategy: Literal["grid", "halving"] = "grid"
+    keep: int = Field(1, gt=0)
+    report_items: int | None = Field(None, gt=0)   # disjoint items for the winner's reported score
+    min_items: int | None = Field(None, gt=0)      # halving: items in the first rung
+    eta: int = Field(2, gt=1)                      # halving: keep 1/eta of the candidates per rung
+
+
 class Recipe(BaseModel):
     """The file format users write. Sections for later stages are kept as given and checked by their stage."""
 
@@ -60,8 +95,8 @@ class Recipe(BaseModel):
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
     trust_remote_code: bool = False
     dpo: dict[str, Any] | None = None
-    eval: dict[str, Any] | None = None
-    select: dict[str, Any] | None = None
+    eval: EvalSettings = Field(default_factory=EvalSettings)
+    select: SelectSettings = Field(default_factory=SelectSettings)
 
     @field_validator("sweep")
     @classmethod
@@ -81,8 +116,8 @@ class Candidate(BaseModel):
     merge: dict[str, Any]
     trust_remote_code: bool = False
     dpo: dict[str, Any] | None = None
-    eval: dict[str, Any] | None = None
-    select: dict[str, Any] | None = None
+    eval: EvalSettings = Field(default_factory=EvalSettings)
+    select: SelectSettings = Field(default_factory=SelectSettings)
 
     def field(self, name: str) -> str:
         """The recipe field a problem points at; sweep parameters are named too, so the user knows which point."""

@@ -35,3 +35,20 @@ def smollm2() -> Path:
     from merger.models import prepare
 
     return prepare("smollm2")
+
+
+@pytest.fixture(scope="session")
+def smollm2_variant(smollm2, tmp_path_factory) -> Path:
+    """A lightly perturbed copy of SmolLM2, standing in for a sibling fine-tune to merge with."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path_factory.mktemp("variant") / "smollm2-ft"
+    shutil.copytree(smollm2, folder)
+    g = torch.Generator().manual_seed(1)
+    weights = load_file(smollm2 / "model.safetensors")
+    noisy = {k: v + 0.001 * v.float().std() * torch.randn(v.shape, generator=g) for k, v in weights.items()}
+    save_file(noisy, folder / "model.safetensors", metadata={"format": "pt"})
+    return folder

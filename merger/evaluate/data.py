@@ -59,8 +59,13 @@ def load_hub(dataset: str, name: str | None, split: str, convert: Callable[[Doc,
     return [convert(dict(row), i) for i, row in enumerate(rows)]
 
 
-def sample_indices(n_items: int, limit: int | None, seed: int) -> list[int]:
-    """A seeded subset in file order: the same items for every model, so candidates compare item by item."""
-    if limit is None or limit >= n_items:
+def sample_indices(n_items: int, limit: int | None, seed: int, offset: int = 0) -> list[int]:
+    """A seeded subset in file order: the same items for every model, so candidates compare item by item.
+
+    Items are taken from one seeded shuffle, so `offset` gives disjoint subsets (selection vs reporting) and
+    growing `limit` gives nested ones (successive halving scores only the new items).
+    """
+    if limit is None:
         return list(range(n_items))
-    return sorted(random.Random(seed).sample(range(n_items), limit))
+    order = random.Random(seed).sample(range(n_items), n_items)
+    return sorted(order[offset : offset + limit])

@@ -94,6 +94,7 @@ def evaluate(
     data: str | Path | None = None,
     batch_size: int | None = None,
     show_progress: bool = True,
+    offset: int = 0,
 ) -> EvalReport:
     """Score a loaded model on the named tasks; the same arguments give the same items for every model."""
     root = data_dir(data)
@@ -108,7 +109,7 @@ def evaluate(
         for name in parse_tasks(tasks):
             task = get_task(name)
             test, pool = task.load(root)
-            docs = [test[i] for i in sample_indices(len(test), limit, seed)]
+            docs = [test[i] for i in sample_indices(len(test), limit, seed, offset)]
             k = num_fewshot.get(name) if isinstance(num_fewshot, dict) else num_fewshot
             if k is None:
                 k = task.default_fewshot if pool else 0

@@ -1,0 +1,181 @@
+"""`merger sweep`: journal, resume after SIGKILL, selection, halving, keep-best, reports."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from conftest import EVALDATA
+from merger.cli import app
+
+runner = CliRunner()
+BIN = Path(sys.executable).parent
+
+
+def slerp_recipe(a, b, layers, ts, **sections):
+    return {
+        "merge": {"merge_method": "slerp", "base_model": str(a), "dtype": "float32", "parameters": {"t": 0.5},
+                  "slices": [{"sources": [{"model": str(a), "layer_range": [0, layers]},
+                                          {"model": str(b), "layer_range": [0, layers]}]}]},
+        "sweep": {"merge.parameters.t": ts},
+        **sections,
+    }
+
+
+def write(path: Path, data) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def stages(out: Path) -> dict[tuple[str, str], tuple[str, int]]:
+    db = sqlite3.connect(out / "journal.sqlite")
+    return {(c, s): (status, runs) for c, s, status, runs in db.execute("SELECT candidate, stage, status, runs FROM stages")}
+
+
+def sweep(*args):
+    result = runner.invoke(app, ["sweep", *map(str, args), "--device", "cpu"])
+    assert result.exit_code == 0, result.output + result.stderr
+    return result
+
+
+def test_grid_sweep_resumes_without_redoing(tiny_models, tmp_path):
+    recipe = write(tmp_path / "r.yaml", slerp_recipe(tiny_models["a"], tiny_models["b"], 4, [0.0, 0.5, 1.0],
+                   eval={"tasks": ["arithmetic"], "limit": 10}, select={"keep": 2, "report_items": 6}))
+    out = tmp_path / "sweep"
+    sweep(recipe, "--out", out)
+    first = stages(out)
+    assert all(status == "done" and runs == 1 for status, runs in first.values())
+    rows = json.loads((out / "leaderboard.json").read_text())
+    assert len(rows) == 3 and {"id", "recipe", "params", "score", "ci", "tied_with_best", "tasks"} <= set(rows[0])
+    assert rows[0]["ci"][0] <= rows[0]["score"] <= rows[0]["ci"][1]
+    assert rows[0]["reported"]["n_items"] == 6, "the winner is reported on items it was not selected on"
+    assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
+    assert sorted(p.name for p in (out / "candidates").iterdir()) == sorted(r["id"] for r in rows[:2])
+    assert (out / "best" / "model.safetensors").exists() and (out / "report.png").stat().st_size > 1000
+    assert "Leaderboard" in (out / "leaderboard.md").read_text()
+
+    sweep(recipe, "--out", out)
+    assert stages(out) == first, "a rerun redoes nothing"
+
+    # A changed recipe gives new candidates; the old results stay in the journal, untouched.
+    changed = write(tmp_path / "r.yaml", slerp_recipe(tiny_models["a"], tiny_models["b"], 4, [0.25],
+                    eval={"tasks": ["arithmetic"], "limit": 10}))
+    sweep(changed, "--out", out)
+    after = stages(out)
+    assert all(after[k] == v for k, v in first.items()) and len({c for c, _ in after}) == 4
+
+    (out / "leaderboard.md").unlink()
+    sweep("--report", "--out", out)
+    assert (out / "leaderboard.md").exists()
+
+
+def test_halving_promotes_the_best_fraction(tiny_models, tmp_path):
+    recipe = write(tmp_path / "r.yaml", slerp_recipe(tiny_models["a"], tiny_models["b"], 4, [0.0, 0.25, 0.5, 0.75],
+                   eval={"tasks": ["arithmetic"], "limit": 16},
+                   select={"strategy": "halving", "min_items": 4, "eta": 2}))
+    out = tmp_path / "sweep"
+    sweep(recipe, "--out", out)
+    items = sorted(r["n_items"] for r in json.loads((out / "leaderboard.json").read_text()))
+    assert items == [4, 4, 8, 16], "4 candidates on 4 items, 2 promoted to 8, 1 to the full 16"
+
+
+def test_lock_stops_a_second_sweep(tiny_models, tmp_path):
+    from merger.journal import Journal
+
+    recipe = write(tmp_path / "r.yaml", slerp_recipe(tiny_models["a"], tiny_models["b"], 4, [0.5]))
+    holder = Journal(tmp_path / "sweep")
+    try:
+        result = runner.invoke(app, ["sweep", str(recipe), "--out", str(tmp_path / "sweep")])
+        assert result.exit_code == 2 and "another sweep is writing this journal" in result.stderr
+    finally:
+        holder.close()
+
+
+def test_bad_select_metric(tiny_models, tmp_path):
+    recipe = write(tmp_path / "r.yaml", slerp_recipe(tiny_models["a"], tiny_models["b"], 4, [0.5],
+                   select={"metric": "hellaswag"}))
+    result = runner.invoke(app, ["sweep", str(recipe), "--out", str(tmp_path / "s")])
+    assert result.exit_code == 2 and "select.metric" in result.stderr
+
+
+def test_dry_run_plans_without_work(tiny_models, tmp_path):
+    recipe = write(tmp_path / "r.yaml", slerp_recipe(tiny_models["a"], tiny_models["b"], 4, [0.1, 0.9]))
+    result = sweep(recipe, "--out", tmp_path / "s", "--dry-run")
+    assert "select: mean, grid, keep 1" in result.stdout and "memory" in result.stdout
+    assert not (tmp_path / "s").exists()
+
+
+def test_in_memory_scores_equal_write_then_load(smollm2, smollm2_variant, tmp_path):
+    from merger.evaluate.evaluator import evaluate
+    from merger.evaluate.model import load_model
+    from merger.merging import merge_in_memory, merge_to_disk
+    from merger.recipe import expand
+
+    [candidate] = expand(write(tmp_path / "r.yaml", slerp_recipe(smollm2, smollm2_variant, 30, [0.3])))
+    live = merge_in_memory(candidate)
+    merge_to_disk(candidate, tmp_path / "disk", quiet=True)
+    loaded = load_model(tmp_path / "disk", "cpu")
+    args = dict(limit=6, data=EVALDATA, num_fewshot=0, show_progress=False)
+    a = evaluate(*live, ["arc_challenge", "arithmetic"], **args)
+    b = evaluate(*loaded, ["arc_challenge", "arithmetic"], **args)
+    # Same tensors bit for bit; the two copies differ only in memory layout, which moves float32 sums by ~1e-6.
+    for x, y in zip(a.items, b.items):
+        assert max(abs(p - q) for p, q in zip(x.lls, y.lls)) < 1e-4
+        assert (x.acc, x.acc_norm) == (y.acc, y.acc_norm)
+    assert a.tasks == b.tasks or all(a.tasks[t].metrics == b.tasks[t].metrics for t in a.tasks)
+
+
+def test_smollm2_sweep_survives_sigkill(smollm2, smollm2_variant, tmp_path):
+    """A SLERP t grid plus a DUS candidate with a short DPO stage; killed mid-stage, then run again."""
+    pairs = [json.loads(line) for line in
+             (EVALDATA / "preferences" / "hh_rlhf_harmless_base_test.jsonl").read_text().splitlines()[:40]]
+    pairs = [p for p in pairs if len(p["prompt"]) + max(len(p["chosen"]), len(p["rejected"])) < 300][:4]
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    evals = {"tasks": ["arithmetic"], "limit": 6}
+    slerp = write(tmp_path / "slerp.yaml", slerp_recipe(smollm2, smollm2_variant, 30, [0.2, 0.8], eval=evals))
+    dus = write(tmp_path / "dus.yaml", {
+        "depth_upscale": {"model": str(smollm2), "overlap": 8, "dtype": "float32"},
+        "dpo": {"data": str(data), "max_steps": 2, "batch_size": 2, "max_length": 192, "save_steps": 1,
+                "against": ["arithmetic"]},
+        "eval": evals,
+    })
+    out = tmp_path / "sweep"
+    cmd = [str(BIN / "merger"), "sweep", str(slerp), str(dus), "--out", str(out), "--device", "cpu"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
+    deadline, killed_in = time.time() + 600, None
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "journal.sqlite").exists():
+            try:
+                found = stages(out)
+            except sqlite3.Error:
+                found = {}
+            running = [k for k, (status, _) in found.items() if status == "running"]
+            if any(s == "dpo" for _, s in running) or sum(st == "done" for st, _ in found.values()) >= 2 and running:
+                killed_in = running[0]
+                proc.send_signal(signal.SIGKILL)
+                break
+        time.sleep(0.2)
+    proc.wait()
+    assert killed_in is not None, "the sweep finished before it could be interrupted"
+    before = stages(out)
+    finished = {k for k, (status, _) in before.items() if status == "done"}
+
+    subprocess.run(cmd, check=True, capture_output=True)
+    after = stages(out)
+    assert all(after[k] == before[k] for k in finished), "finished stages must not be redone"
+    assert after[killed_in] == ("done", 2), "the interrupted stage is redone once"
+    assert all(status == "done" for status, _ in after.values())
+    rows = json.loads((out / "leaderboard.json").read_text())
+    assert len(rows) == 3 and all(r["n_items"] == 6 for r in rows)
+    dus_row = next(r for r in rows if r["recipe"].endswith("dus.yaml"))
+    assert (dus_row["id"], "dpo") in after
+    assert json.loads((out / "best" / "config.json").read_text())["num_hidden_layers"] in (30, 44)
