@@ -191,6 +191,10 @@ def run_dpo(model_dir: Path, settings: DPOSettings, out: Path, *, device: str = 
     trainer = DPOTrainer(model=model, ref_model=None, args=args, processing_class=tokenizer,
                          train_dataset=Dataset.from_list([p.as_row() for p in pairs]),
                          peft_config=peft_config, callbacks=callbacks)
+    if show_progress:
+        from transformers import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; RichProgress shows them readably
     resume = any((work / "checkpoints").glob("checkpoint-*"))
     result = trainer.train(resume_from_checkpoint=True if resume else None)
 

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# The offline demo: prepare SmolLM2, check every demo recipe, merge the demo recipes into demo-out/.
+# The offline demo on SmolLM2-135M-Instruct: prepare the model, make a DPO-refined sibling, check every demo
+# recipe, then sweep a SLERP t grid between the two plus a depth-up-scaled + DPO candidate, and keep the best.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 merger=.venv/bin/merger
 $merger models prepare smollm2 --link models
+if [ ! -d models/smollm2-135m-instruct-dpo ]; then
+  $merger dpo models/smollm2-135m-instruct --data merge_recipes/data/demo_arithmetic_prefs.jsonl \
+    --out models/smollm2-135m-instruct-dpo --epochs 2 --batch-size 4 --lr 1e-4 --max-length 128 --device cpu
+fi
 $merger validate merge_recipes/demo-*.yaml
-$merger merge merge_recipes/demo-smollm2-prune.yaml --out demo-out/prune --force
-$merger merge merge_recipes/demo-smollm2-dus.yaml --out demo-out/dus --force
-# Score the base model and both merges on the generated arithmetic task (needs no data; same items for all).
-for model in models/smollm2-135m-instruct demo-out/prune demo-out/dus; do
-  $merger eval "$model" --tasks arithmetic --limit 60 --device cpu
-done
+$merger sweep merge_recipes/demo-smollm2-slerp.yaml merge_recipes/demo-smollm2-dus.yaml --out demo-out/sweep --device cpu

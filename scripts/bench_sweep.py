@@ -1,0 +1,106 @@
+"""Seconds per candidate of a 5-point SLERP t sweep on SmolLM2: `merger sweep` against the pipeline users run
+by hand today (`mergekit-yaml` to disk, then lm-eval on the same items), in one run.
+
+    .venv/bin/python scripts/bench_sweep.py [--limit 8] [--task arc_challenge] [--shots 25]
+
+The second model is a lightly perturbed copy of SmolLM2 (a stand-in for a sibling fine-tune); both pipelines
+merge the same five configs and score the same items.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "scripts"))
+BIN = Path(sys.executable).parent
+TS = [0.0, 0.25, 0.5, 0.75, 1.0]
+
+
+def sibling(base: Path, folder: Path) -> Path:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(base, folder)
+    g = torch.Generator().manual_seed(1)
+    weights = load_file(base / "model.safetensors")
+    save_file({k: v + 0.001 * v.float().std() * torch.randn(v.shape, generator=g) for k, v in weights.items()},
+              folder / "model.safetensors", metadata={"format": "pt"})
+    return folder
+
+
+def main() -> None:
+    import yaml
+    from rich.console import Console
+    from rich.table import Table
+
+    from merger.models import prepare
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--limit", type=int, default=8)
+    parser.add_argument("--task", default="arc_challenge")
+    parser.add_argument("--shots", type=int, default=25)
+    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "evaldata"))
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp())
+    base = prepare("smollm2")
+    other = sibling(base, work / "sibling")
+    merge = {"merge_method": "slerp", "base_model": str(base), "dtype": "float32", "parameters": {"t": 0.5},
+             "slices": [{"sources": [{"model": str(base), "layer_range": [0, 30]},
+                                     {"model": str(other), "layer_range": [0, 30]}]}]}
+    recipe = work / "sweep.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "merge": merge, "sweep": {"merge.parameters.t": TS},
+        "eval": {"tasks": [args.task], "limit": args.limit, "num_fewshot": args.shots, "data_dir": args.data_dir},
+    }))
+
+    started = time.perf_counter()
+    subprocess.run([str(BIN / "merger"), "sweep", str(recipe), "--out", str(work / "sweep"), "--device", "cpu"],
+                   check=True, capture_output=True)
+    ours = (time.perf_counter() - started) / len(TS)
+
+    # By hand, as users run it: per candidate, the mergekit-yaml CLI to disk, then the lm-eval CLI on the same
+    # items (lm-eval's built-in task config, pointed at the same local data by a YAML that includes it).
+    from lmeval_reference import write_tasks
+    from merger.evaluate.data import sample_indices
+    from merger.evaluate.tasks import get_task
+
+    task = get_task(args.task)
+    test, pool = task.load(Path(args.data_dir))
+    docs = [test[i] for i in sample_indices(len(test), args.limit, 1234)]
+    [task_name] = write_tasks(work / "tasks", args.task, docs, pool)
+    started = time.perf_counter()
+    for t in TS:
+        config = work / f"t{t}.yml"
+        config.write_text(yaml.safe_dump({**merge, "parameters": {"t": t}}))
+        folder = work / f"by-hand-{t}"
+        subprocess.run([str(BIN / "mergekit-yaml"), str(config), str(folder), "--no-write-model-card"], check=True,
+                       capture_output=True)
+        subprocess.run([str(BIN / "lm_eval"), "run", "--model", "hf", "--model_args",
+                        f"pretrained={folder},dtype=float32", "--tasks", task_name, "--include_path",
+                        str(work / "tasks"), "--num_fewshot", str(args.shots), "--batch_size", "1", "--device", "cpu"],
+                       check=True, capture_output=True)
+    theirs = (time.perf_counter() - started) / len(TS)
+
+    table = Table(title=f"5-point SLERP sweep on SmolLM2, {args.limit} {args.task} items ({args.shots}-shot), CPU")
+    for column in ("pipeline", "seconds per candidate"):
+        table.add_column(column)
+    table.add_row("merger sweep (in-memory merge, prefix-shared scoring)", f"{ours:.1f}")
+    table.add_row("mergekit-yaml CLI to disk, then lm-eval CLI", f"{theirs:.1f}")
+    table.add_row("speed-up", f"{theirs / ours:.2f}x")
+    Console().print(table)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
