@@ -283,6 +283,73 @@ def sweep(
     out.print(f"[green]best:[/green] {out_dir / 'best'}")
 
 
+@app.command()
+@user_errors
+def card(
+    model_dir: Path = typer.Argument(..., help="A model folder made by merger (merge, DPO, sweep best)."),
+    scores: Optional[Path] = typer.Option(None, "--scores", help="A `merger eval --json` summary of this model."),
+) -> None:
+    """Write README.md: front matter with base models, tags, license and model-index, then recipe, DPO, scores."""
+    from pydantic import ValidationError
+
+    from merger.card import scores_from_eval, write_card
+
+    if not (model_dir / "config.json").exists():
+        raise UserError.one(str(model_dir), "config.json", "missing: not a Hugging Face model folder")
+    if scores is not None:
+        try:
+            found = scores_from_eval(scores)
+        except (OSError, ValueError, KeyError, ValidationError) as exc:
+            raise UserError.one(str(scores), "--scores", f"not a `merger eval --json` summary ({exc})") from None
+        (model_dir / "merger_scores.json").write_text(found.model_dump_json(indent=2) + "\n")
+    for warning in write_card(model_dir):
+        err.print(f"warning: {warning}", markup=False, highlight=False)
+    out.print(f"wrote {model_dir / 'README.md'}")
+
+
+@app.command("export")
+@user_errors
+def export_(
+    model_dir: Path = typer.Argument(..., help="The model folder to export."),
+    out_dir: Path = typer.Option(..., "--out", help="The upload-ready folder."),
+    dtype: str = typer.Option("bf16", "--dtype", help="bf16, fp16 or fp32."),
+    shard_size: str = typer.Option("5GB", "--shard-size", help="Largest safetensors shard."),
+    push_to_hub: Optional[str] = typer.Option(None, "--push-to-hub", help="Upload to this Hub repo."),
+    force: bool = typer.Option(False, "--force", help="Replace a non-empty output folder."),
+) -> None:
+    """Write an upload-ready copy (safetensors shards, tokenizer, chat template, card); optionally upload it."""
+    from merger.export import check_push, export, push
+
+    if push_to_hub:
+        check_push(push_to_hub)
+    export(model_dir, out_dir, dtype=dtype, shard_size=shard_size, force=force)
+    out.print(f"wrote {out_dir}")
+    if push_to_hub:
+        out.print(f"uploaded: {push(out_dir, push_to_hub)}")
+
+
+@app.command()
+@user_errors
+def preflight(model_dir: Path = typer.Argument(..., help="The model folder to check before submitting.")) -> None:
+    """Run the checks a leaderboard submission fails on; exit 2 when any fails."""
+    from merger.errors import Problem
+    from merger.preflight import run_checks
+
+    if not (model_dir / "config.json").exists():
+        raise UserError.one(str(model_dir), "config.json", "missing: not a Hugging Face model folder")
+    checks = run_checks(model_dir)
+    table = Table(title=f"Preflight: {model_dir}")
+    for column in ("check", "result", "detail"):
+        table.add_column(column)
+    colors = {"pass": "green", "fail": "red", "skip": "yellow"}
+    for check in checks:
+        table.add_row(check.name, f"[{colors[check.status]}]{check.status}[/]", check.detail)
+    out.print(table)
+    failed = [Problem(str(model_dir), c.name, c.detail) for c in checks if c.status == "fail"]
+    if failed:
+        raise UserError(failed)
+
+
 @models_app.command("prepare")
 @user_errors
 def models_prepare(

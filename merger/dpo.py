@@ -127,6 +127,20 @@ def _work_dir(out: Path, model_dir: Path, settings: DPOSettings, data_fingerprin
     return out.parent / f".{out.name}.dpo-work-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
 
+def _inherit_card(model_dir: Path, out: Path) -> None:
+    """A refined model keeps its base's license and lineage (a merge's full card comes from `merger card`)."""
+    import yaml
+
+    from merger.card import front_matter
+
+    base = front_matter(model_dir / "README.md")
+    meta = {"license": base.get("license", "other"), "base_model": base.get("base_model", str(model_dir)),
+            "tags": ["dpo", "trl", "merger"]}
+    (out / "README.md").write_text("---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n\n"
+                                   f"{model_dir.name} refined with DPO by `merger dpo`; see merger_dpo.json.\n",
+                                   encoding="utf-8")
+
+
 def run_dpo(model_dir: Path, settings: DPOSettings, out: Path, *, device: str = "auto", force: bool = False,
             show_progress: bool = True) -> Path:
     import torch
@@ -225,5 +239,6 @@ def run_dpo(model_dir: Path, settings: DPOSettings, out: Path, *, device: str = 
             **facts,
         }
         (tmp / "merger_dpo.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        _inherit_card(model_dir, tmp)
     shutil.rmtree(work, ignore_errors=True)
     return out

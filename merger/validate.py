@@ -28,37 +28,34 @@ class Report:
     notes: list[Problem] = field(default_factory=list)
 
 
-def model_refs(merge: dict[str, Any], prefix: str = "merge") -> Iterator[tuple[str, str]]:
+def _entries(node: dict[str, Any], prefix: str = "merge") -> Iterator[tuple[str, str, Any]]:
+    """Every (field path, key, value) of a nested config, mappings inside lists included."""
+    for key, value in node.items():
+        here = f"{prefix}.{key}"
+        yield here, key, value
+        if isinstance(value, dict):
+            yield from _entries(value, here)
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, dict):
+                    yield from _entries(item, f"{here}.{i}")
+
+
+def model_refs(merge: dict[str, Any]) -> Iterator[tuple[str, str]]:
     """Every (field path, model reference) in a mergekit config, parameters excluded."""
-    for key, value in merge.items():
-        if key == "parameters":
+    for path, key, value in _entries(merge):
+        if ".parameters" in path or not isinstance(value, str):
             continue
-        here = f"{prefix}.{key}"
-        if key in ("model", "base_model") and isinstance(value, str):
-            yield here, value
-        elif key == "tokenizer_source" and isinstance(value, str) and value not in ("union", "base"):
-            yield here, value
-        elif isinstance(value, dict):
-            yield from model_refs(value, here)
-        elif isinstance(value, list):
-            for i, item in enumerate(value):
-                if isinstance(item, dict):
-                    yield from model_refs(item, f"{here}.{i}")
+        if key in ("model", "base_model") or (key == "tokenizer_source" and value not in ("union", "base")):
+            yield path, value
 
 
-def _parameter_keys(merge: dict[str, Any], prefix: str = "merge") -> Iterator[tuple[str, str]]:
+def _parameter_keys(merge: dict[str, Any]) -> Iterator[tuple[str, str]]:
     """Every (field path, parameter name) in the config, at any level."""
-    for key, value in merge.items():
-        here = f"{prefix}.{key}"
-        if key == "parameters" and isinstance(value, dict):
+    for path, key, value in _entries(merge):
+        if key == "parameters" and isinstance(value, dict) and path.count(".parameters") == 1:
             for name in value:
-                yield f"{here}.{name}", name
-        elif isinstance(value, dict):
-            yield from _parameter_keys(value, here)
-        elif isinstance(value, list):
-            for i, item in enumerate(value):
-                if isinstance(item, dict):
-                    yield from _parameter_keys(item, f"{here}.{i}")
+                yield f"{path}.{name}", name
 
 
 def _input_groups(merge: dict[str, Any]) -> Iterator[tuple[str, list[str], str | None, list[tuple[str, Any]]]]:
