@@ -44,23 +44,18 @@ def user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _output_layers(merge: dict) -> str:
-    if merge.get("slices"):
-        return str(sum(s["sources"][0]["layer_range"][1] - s["sources"][0]["layer_range"][0] for s in merge["slices"]))
-    return "as inputs"
-
-
 def _candidates_table(candidates, extra: Optional[dict[str, list[str]]] = None) -> Table:
     table = Table(title="Candidates")
     for column in ("recipe", "id", "method", "sweep point", "models", "layers", *(extra or {})):
         table.add_column(column)
+    from merger.recipe import output_layers
     from merger.validate import model_refs
 
     for i, c in enumerate(candidates):
         models = {ref for field, ref in model_refs(c.merge) if not field.endswith("tokenizer_source")}
         point = ", ".join(f"{k}={json.dumps(v)}" for k, v in c.params.items()) or "-"
         table.add_row(Path(c.recipe_path).name, c.id, c.merge.get("merge_method", "?"), point,
-                      str(len(models)), _output_layers(c.merge), *(values[i] for values in (extra or {}).values()))
+                      str(len(models)), str(output_layers(c.merge) or "as inputs"), *(values[i] for values in (extra or {}).values()))
     return table
 
 
@@ -260,12 +255,12 @@ def sweep(
     resolve_device(device)
     candidates = require_valid([str(r) for r in recipes])
     if dry_run:
-        from merger.sweep import _settings, _weights_bytes
+        from merger.sweep import sweep_settings, weights_bytes
 
-        evals, select = _settings(candidates)
+        evals, select = sweep_settings(candidates)
         out.print(_candidates_table(candidates, {
             "stages": ["merge -> dpo -> eval" if c.dpo else "merge (in memory) -> eval" for c in candidates],
-            "disk if kept": [f"{_weights_bytes(c) / 1e9:.2f} GB" for c in candidates],
+            "disk if kept": [f"{weights_bytes(c) / 1e9:.2f} GB" for c in candidates],
         }))
         out.print(f"eval: {', '.join(evals.tasks)} on {evals.limit or 'all'} items; select: {select.metric}, "
                   f"{select.strategy}, keep {keep or select.keep}")

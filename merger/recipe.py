@@ -127,6 +127,14 @@ class Candidate(BaseModel):
         return f"{name} (candidate {self.id}: {point})"
 
 
+def output_layers(merge: dict[str, Any]) -> int | None:
+    """Layers of the merged model when the config stacks slices; None when it keeps its inputs' count."""
+    slices = merge.get("slices") or []
+    if not slices:
+        return None
+    return sum(s["sources"][0]["layer_range"][1] - s["sources"][0]["layer_range"][0] for s in slices)
+
+
 def read_recipe_file(path: str | Path) -> dict[str, Any]:
     """Read YAML; a bare mergekit config is wrapped as `merge:` so both spellings mean the same."""
     path = Path(path)

@@ -19,13 +19,13 @@ from rich.console import Console
 from merger.atomic import atomic_output_dir
 from merger.errors import UserError
 from merger.journal import Journal
-from merger.recipe import Candidate, EvalSettings, SelectSettings
+from merger.recipe import Candidate, EvalSettings, SelectSettings, output_layers
 from merger.selection import Ranked, rank
 
 console = Console(stderr=True)
 
 
-def _settings(candidates: list[Candidate]) -> tuple[EvalSettings, SelectSettings]:
+def sweep_settings(candidates: list[Candidate]) -> tuple[EvalSettings, SelectSettings]:
     """One sweep, one yardstick: every recipe must score on the same items and select the same way."""
     first = candidates[0]
     for c in candidates[1:]:
@@ -47,7 +47,7 @@ def _key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
-def _weights_bytes(candidate: Candidate) -> int:
+def weights_bytes(candidate: Candidate) -> int:
     """A merge writes about as much as its largest input, scaled by the layers it stacks."""
     from merger.model_info import inspect_model, model_path
     from merger.validate import model_refs
@@ -59,13 +59,12 @@ def _weights_bytes(candidate: Candidate) -> int:
             size = sum(f.stat().st_size for f in path.glob("*.safetensors"))
             if size > largest:
                 largest, layers_in = size, inspect_model(ref).num_layers
-    slices = candidate.merge.get("slices") or []
-    layers_out = sum(s["sources"][0]["layer_range"][1] - s["sources"][0]["layer_range"][0] for s in slices)
-    return int(largest * max(1.0, layers_out / layers_in if slices else 1.0))
+    layers_out = output_layers(candidate.merge)
+    return int(largest * max(1.0, layers_out / layers_in if layers_out else 1.0))
 
 
 def _check_disk(candidate: Candidate, folder: Path) -> None:
-    needed = _weights_bytes(candidate)
+    needed = weights_bytes(candidate)
     folder.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(folder).free
     if needed * 1.1 > free:
@@ -78,7 +77,7 @@ class Sweep:
         self.candidates = {c.id: c for c in candidates}
         self.out = Path(out)
         self.device = device
-        self.eval, self.select = _settings(candidates)
+        self.eval, self.select = sweep_settings(candidates)
         self.keep = keep or self.select.keep
         self.journal = Journal(self.out)
         for c in candidates:
