@@ -120,9 +120,10 @@ def _as_list(value: Any) -> list[str]:
     return [str(v) for v in (value if isinstance(value, list) else [value] if value else [])]
 
 
-def build_card(model_dir: Path) -> tuple[str, list[str]]:
-    """(README.md text, warnings)."""
+def build_card(model_dir: Path, name: str | None = None) -> tuple[str, list[str]]:
+    """(README.md text, warnings); `name` is the model's name when the folder is still a temporary one."""
     model_dir = Path(model_dir)
+    name = name or model_dir.name
     refs = inputs_of(model_dir)
     cards = {ref: _input_card(ref) for ref in refs}
     licenses = {ref: (str(c["license"]) if c.get("license") else None) for ref, c in cards.items()}
@@ -138,9 +139,9 @@ def build_card(model_dir: Path) -> tuple[str, list[str]]:
     if dpo and not Path(dpo["data"]["source"]).exists():
         meta["datasets"] = [dpo["data"]["source"]]
     if scores:
-        meta["model-index"] = [{"name": model_dir.name, "results": [_result(t, r) for t, r in scores.tasks.items()]}]
+        meta["model-index"] = [{"name": name, "results": [_result(t, r) for t, r in scores.tasks.items()]}]
 
-    body = [f"# {model_dir.name}", "", "A merge of pre-trained language models, made with "
+    body = [f"# {name}", "", "A merge of pre-trained language models, made with "
             "[mergekit](https://github.com/arcee-ai/mergekit) through merger" + (" and refined with DPO (trl)."
                                                                                   if dpo else "."), ""]
     body += ["## Merge recipe", "", "Merged from: " + ", ".join(f"`{r}`" for r in refs), "", "```yaml",
@@ -196,8 +197,8 @@ def scores_from_eval(summary_path: Path) -> Scores:
     return Scores(tasks=tasks, items="eval")
 
 
-def write_card(model_dir: Path) -> list[str]:
-    text, warnings = build_card(model_dir)
+def write_card(model_dir: Path, name: str | None = None) -> list[str]:
+    text, warnings = build_card(model_dir, name)
     tmp = Path(model_dir) / f".README.md.tmp-{os.getpid()}"
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, Path(model_dir) / "README.md")

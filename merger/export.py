@@ -41,7 +41,7 @@ def export(model_dir: Path, out: Path, dtype: str = "bf16", shard_size: str = "5
             if (model_dir / name).exists():
                 shutil.copyfile(model_dir / name, tmp / name)
         if (model_dir / "mergekit_config.yml").exists():
-            write_card(tmp)
+            write_card(tmp, name=out.name)
         elif (model_dir / "README.md").exists():
             shutil.copyfile(model_dir / "README.md", tmp / "README.md")
     return out

@@ -242,7 +242,7 @@ class Sweep:
                 except OSError:
                     shutil.copy2(f, tmp / f.name)
             (tmp / "merger_scores.json").write_text(self.scores(winner.id).model_dump_json(indent=2) + "\n")
-            for warning in write_card(tmp):
+            for warning in write_card(tmp, name=f"{self.out.name}-{winner.id}"):
                 console.print(f"[yellow]warning:[/yellow] {warning}")
 
 

@@ -63,7 +63,9 @@ def test_best_card_matches_the_journal(outputs):
     for r in results:
         task = "arc_challenge" if r["dataset"]["type"] == "allenai/ai2_arc" else "arithmetic"
         assert r["metrics"][0]["value"] == round(reported[task] * 100, 2)
+    assert meta["model-index"][0]["name"] == f"sweep-{leader['id']}"
     text = (best / "README.md").read_text()
+    assert text.split("---", 2)[2].lstrip().startswith(f"# sweep-{leader['id']}")
     assert "not the full leaderboard run" in text and "merge_method: slerp" in text
 
 
@@ -153,6 +155,7 @@ def test_export_round_trip(outputs, tmp_path):
     assert {"model.safetensors.index.json", "tokenizer.json", "chat_template.jinja", "generation_config.json",
             "README.md", "merger_scores.json"} <= names
     assert len(list(exported.glob("*.safetensors"))) >= 3
+    assert front_matter(exported / "README.md")["model-index"][0]["name"] == "export"
     args = dict(limit=6, data=EVALDATA, num_fewshot=0, show_progress=False)
     a = evaluate(*load_model(outputs["best"], "cpu"), ["arc_challenge"], **args)
     b = evaluate(*load_model(exported, "cpu"), ["arc_challenge"], **args)
