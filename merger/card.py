@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel
 
+from merger.atomic import atomic_write
 from merger.evaluate.tasks import TASKS
 
 PERMISSIVE = {"apache-2.0", "mit", "bsd-2-clause", "bsd-3-clause", "cc-by-4.0", "cc0-1.0", "unlicense", "openrail",
@@ -199,7 +200,5 @@ def scores_from_eval(summary_path: Path) -> Scores:
 
 def write_card(model_dir: Path, name: str | None = None) -> list[str]:
     text, warnings = build_card(model_dir, name)
-    tmp = Path(model_dir) / f".README.md.tmp-{os.getpid()}"
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, Path(model_dir) / "README.md")
+    atomic_write(Path(model_dir) / "README.md", text)
     return warnings

@@ -3,20 +3,15 @@ Everything is derived from the journal, so `merger sweep --report DIR` redraws i
 
 from __future__ import annotations
 
+import io
 import json
-import os
 from pathlib import Path
 
 from rich.table import Table
 
+from merger.atomic import atomic_write
 from merger.journal import Journal
 from merger.selection import Ranked, rank
-
-
-def _atomic_write(path: Path, data: str | bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
-    os.replace(tmp, path)
 
 
 def entries(journal: Journal, out: Path) -> tuple[list[dict], dict]:
@@ -100,18 +95,18 @@ def plot(rows: list[dict], metric: str, path: Path) -> None:
         ax.set_xlabel(name)
         ax.set_ylabel("score")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=100)
+    image = io.BytesIO()
+    fig.savefig(image, format="png", dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)
+    atomic_write(path, image.getvalue())
 
 
 def write_reports(journal: Journal, out: Path) -> list[dict]:
     from rich.console import Console
 
     rows, meta = entries(journal, out)
-    _atomic_write(out / "leaderboard.json", json.dumps(rows, indent=2) + "\n")
-    _atomic_write(out / "leaderboard.md", markdown(rows, meta["metric"]))
+    atomic_write(out / "leaderboard.json", json.dumps(rows, indent=2) + "\n")
+    atomic_write(out / "leaderboard.md", markdown(rows, meta["metric"]))
     plot(rows, meta["metric"], out / "report.png")
     Console().print(table(rows, meta["metric"]))
     return rows

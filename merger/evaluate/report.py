@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 from rich.table import Table
 
+from merger.atomic import atomic_write
 from merger.evaluate.evaluator import EvalReport
 
 
@@ -26,18 +26,10 @@ def results_table(report: EvalReport, title: str = "Scores") -> Table:
     return table
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    """Write beside the target and rename, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_summary(report: EvalReport, path: Path) -> None:
-    _atomic_write(path, json.dumps(report.summary(), indent=2) + "\n")
+    atomic_write(path, json.dumps(report.summary(), indent=2) + "\n")
 
 
 def write_items(report: EvalReport, path: Path) -> None:
     lines = [item.model_dump_json(exclude_none=True) for item in report.items]
-    _atomic_write(path, "\n".join(lines) + "\n")
+    atomic_write(path, "\n".join(lines) + "\n")
