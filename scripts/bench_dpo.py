@@ -34,15 +34,23 @@ def peak_mb(device: str) -> float:
 
 def child(kind: str, full: bool, args) -> dict:
     """One training run; prints {"steps_per_s", "peak_mb"}."""
-    from merger.dpo import DPOSettings, run_dpo
+    from merger.config.dpo import DPOSettings
+    from merger.sweep.jobs import refine
 
-    settings = DPOSettings(data=args.data, full=full, max_steps=args.steps, batch_size=2, max_length=256,
-                           lr=5e-5, against=["arithmetic"], save_steps=10_000)
+    settings = DPOSettings(
+        data=args.data,
+        full=full,
+        max_steps=args.steps,
+        batch_size=2,
+        max_length=256,
+        lr=5e-5,
+        against=["arithmetic"],
+        save_steps=10_000,
+    )
     out = Path(tempfile.mkdtemp()) / "out"
     if kind == "merger":
-        run_dpo(Path(args.model), settings, out, device=args.device, show_progress=False)
-        summary = json.loads((out / "merger_dpo.json").read_text())
-        return {"steps_per_s": summary["steps"] / summary["train_runtime"], "peak_mb": peak_mb(args.device)}
+        run = refine(Path(args.model), settings, out, device=args.device, show_progress=False)
+        return {"steps_per_s": run.steps / run.train_runtime, "peak_mb": peak_mb(args.device)}
 
     # The script a trl user writes by hand: the same pairs, model, LoRA and hyper-parameters.
     import torch
@@ -51,19 +59,38 @@ def child(kind: str, full: bool, args) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    from merger.preferences import normalize, read_rows
+    from merger.dpo.pairs import normalize, read_rows
 
     pairs, _ = normalize(read_rows(args.data), args.data)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype)
-    config = DPOConfig(output_dir=str(out), per_device_train_batch_size=2, learning_rate=5e-5, max_steps=args.steps,
-                       max_length=256, report_to=[], save_strategy="no", use_cpu=args.device == "cpu",
-                       bf16=args.device == "cuda", disable_tqdm=True, logging_steps=1, seed=42)
-    peft = None if full else LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear",
-                                        task_type="CAUSAL_LM")
-    trainer = DPOTrainer(model=model, args=config, processing_class=tokenizer, peft_config=peft,
-                         train_dataset=Dataset.from_list([p.as_row() for p in pairs]))
+    config = DPOConfig(
+        output_dir=str(out),
+        per_device_train_batch_size=2,
+        learning_rate=5e-5,
+        max_steps=args.steps,
+        max_length=256,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=args.device == "cpu",
+        bf16=args.device == "cuda",
+        disable_tqdm=True,
+        logging_steps=1,
+        seed=42,
+    )
+    peft = (
+        None
+        if full
+        else LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
+    )
+    trainer = DPOTrainer(
+        model=model,
+        args=config,
+        processing_class=tokenizer,
+        peft_config=peft,
+        train_dataset=Dataset.from_list([p.as_row() for p in pairs]),
+    )
     metrics = trainer.train().metrics
     return {"steps_per_s": args.steps / metrics["train_runtime"], "peak_mb": peak_mb(args.device)}
 
@@ -85,7 +112,7 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from merger.models import prepare
+    from merger.core.demo import prepare
 
     model = args.model or str(prepare("smollm2"))
     rows = [json.loads(line) for line in DATA.read_text().splitlines()]
@@ -95,8 +122,20 @@ def main() -> None:
     results = {}
     for mode in ("lora", "full"):
         for kind in ("merger", "trl"):
-            cmd = [sys.executable, __file__, "--child", f"{kind}-{mode}", "--model", model, "--data", str(data),
-                   "--steps", str(args.steps), "--device", args.device]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--child",
+                f"{kind}-{mode}",
+                "--model",
+                model,
+                "--data",
+                str(data),
+                "--steps",
+                str(args.steps),
+                "--device",
+                args.device,
+            ]
             output = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
             results[(kind, mode)] = json.loads(output.split("RESULT ", 1)[1])
     table = Table(title=f"DPO, {args.steps} steps of 2 pairs, max_length 256, {args.device}")
@@ -104,9 +143,14 @@ def main() -> None:
         table.add_column(column, justify="right")
     for mode in ("lora", "full"):
         ours, theirs = results[("merger", mode)], results[("trl", mode)]
-        table.add_row(mode, f"{ours['steps_per_s']:.3f}", f"{theirs['steps_per_s']:.3f}",
-                      f"{ours['steps_per_s'] / theirs['steps_per_s']:.3f}", f"{ours['peak_mb']:.0f}",
-                      f"{theirs['peak_mb']:.0f}")
+        table.add_row(
+            mode,
+            f"{ours['steps_per_s']:.3f}",
+            f"{theirs['steps_per_s']:.3f}",
+            f"{ours['steps_per_s'] / theirs['steps_per_s']:.3f}",
+            f"{ours['peak_mb']:.0f}",
+            f"{theirs['peak_mb']:.0f}",
+        )
     Console().print(table)
     lora, full = results[("merger", "lora")]["peak_mb"], results[("merger", "full")]["peak_mb"]
     print(f"merger LoRA peak memory is {lora / full:.2f}x of full fine-tuning's")

@@ -18,17 +18,17 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(REPO / "tests"))  # the lm-eval reference runner lives with the tests
 
+from lmeval_reference import run_reference  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from lmeval_reference import run_reference  # noqa: E402
+from merger.core.demo import prepare  # noqa: E402
 from merger.evaluate.data import sample_indices  # noqa: E402
 from merger.evaluate.evaluator import evaluate  # noqa: E402
 from merger.evaluate.model import load_model  # noqa: E402
 from merger.evaluate.tasks import get_task  # noqa: E402
-from merger.models import prepare  # noqa: E402
 
 
 def main() -> None:
@@ -50,21 +50,32 @@ def main() -> None:
         name, shots = spec.split("=")
         shots = int(shots)
         started = time.perf_counter()
-        ours = evaluate(model, tokenizer, [name], limit=args.limit, num_fewshot=shots, data=args.data_dir,
-                        show_progress=False)
+        ours = evaluate(
+            model, tokenizer, [name], limit=args.limit, num_fewshot=shots, data=args.data_dir, show_progress=False
+        )
         ours_seconds = time.perf_counter() - started
         task = get_task(name)
         test, pool = task.load(Path(args.data_dir))
         docs = [test[i] for i in sample_indices(len(test), args.limit, 1234)]
         with tempfile.TemporaryDirectory() as work:
-            reference, ref_seconds = run_reference(model, tokenizer, name, docs, pool, shots, Path(work),
-                                                   batch_size=args.batch_size)
+            reference, ref_seconds = run_reference(
+                model, tokenizer, name, docs, pool, shots, Path(work), batch_size=args.batch_size
+            )
         worst = max(abs(a - b) for item in ours.items for a, b in zip(item.lls, reference[item.id]["lls"]))
-        differ = sum(item.acc != reference[item.id]["acc"]
-                     or (item.acc_norm is not None and item.acc_norm != reference[item.id].get("acc_norm"))
-                     for item in ours.items)
-        table.add_row(name, str(shots), f"{args.limit / ours_seconds:.3f}", f"{args.limit / ref_seconds:.3f}",
-                      f"{ref_seconds / ours_seconds:.2f}x", f"{worst:.1e}", f"{differ}/{args.limit}")
+        differ = sum(
+            item.acc != reference[item.id]["acc"]
+            or (item.acc_norm is not None and item.acc_norm != reference[item.id].get("acc_norm"))
+            for item in ours.items
+        )
+        table.add_row(
+            name,
+            str(shots),
+            f"{args.limit / ours_seconds:.3f}",
+            f"{args.limit / ref_seconds:.3f}",
+            f"{ref_seconds / ours_seconds:.2f}x",
+            f"{worst:.1e}",
+            f"{differ}/{args.limit}",
+        )
     Console().print(table)
 
 

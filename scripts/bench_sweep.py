@@ -21,7 +21,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "scripts"))
+sys.path.insert(0, str(REPO / "tests"))  # the lm-eval reference runner lives with the tests
 BIN = Path(sys.executable).parent
 TS = [0.0, 0.25, 0.5, 0.75, 1.0]
 
@@ -33,8 +33,11 @@ def sibling(base: Path, folder: Path) -> Path:
     shutil.copytree(base, folder)
     g = torch.Generator().manual_seed(1)
     weights = load_file(base / "model.safetensors")
-    save_file({k: v + 0.001 * v.float().std() * torch.randn(v.shape, generator=g) for k, v in weights.items()},
-              folder / "model.safetensors", metadata={"format": "pt"})
+    save_file(
+        {k: v + 0.001 * v.float().std() * torch.randn(v.shape, generator=g) for k, v in weights.items()},
+        folder / "model.safetensors",
+        metadata={"format": "pt"},
+    )
     return folder
 
 
@@ -43,7 +46,7 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from merger.models import prepare
+    from merger.core.demo import prepare
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=8)
@@ -55,23 +58,43 @@ def main() -> None:
     work = Path(tempfile.mkdtemp())
     base = prepare("smollm2")
     other = sibling(base, work / "sibling")
-    merge = {"merge_method": "slerp", "base_model": str(base), "dtype": "float32", "parameters": {"t": 0.5},
-             "slices": [{"sources": [{"model": str(base), "layer_range": [0, 30]},
-                                     {"model": str(other), "layer_range": [0, 30]}]}]}
+    merge = {
+        "merge_method": "slerp",
+        "base_model": str(base),
+        "dtype": "float32",
+        "parameters": {"t": 0.5},
+        "slices": [
+            {"sources": [{"model": str(base), "layer_range": [0, 30]}, {"model": str(other), "layer_range": [0, 30]}]}
+        ],
+    }
     recipe = work / "sweep.yaml"
-    recipe.write_text(yaml.safe_dump({
-        "merge": merge, "sweep": {"merge.parameters.t": TS},
-        "eval": {"tasks": [args.task], "limit": args.limit, "num_fewshot": args.shots, "data_dir": args.data_dir},
-    }))
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "merge": merge,
+                "sweep": {"merge.parameters.t": TS},
+                "eval": {
+                    "tasks": [args.task],
+                    "limit": args.limit,
+                    "num_fewshot": args.shots,
+                    "data_dir": args.data_dir,
+                },
+            }
+        )
+    )
 
     started = time.perf_counter()
-    subprocess.run([str(BIN / "merger"), "sweep", str(recipe), "--out", str(work / "sweep"), "--device", "cpu"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [str(BIN / "merger"), "sweep", str(recipe), "--out", str(work / "sweep"), "--device", "cpu"],
+        check=True,
+        capture_output=True,
+    )
     ours = (time.perf_counter() - started) / len(TS)
 
     # By hand, as users run it: per candidate, the mergekit-yaml CLI to disk, then the lm-eval CLI on the same
     # items (lm-eval's built-in task config, pointed at the same local data by a YAML that includes it).
     from lmeval_reference import write_tasks
+
     from merger.evaluate.data import sample_indices
     from merger.evaluate.tasks import get_task
 
@@ -84,12 +107,33 @@ def main() -> None:
         config = work / f"t{t}.yml"
         config.write_text(yaml.safe_dump({**merge, "parameters": {"t": t}}))
         folder = work / f"by-hand-{t}"
-        subprocess.run([str(BIN / "mergekit-yaml"), str(config), str(folder), "--no-write-model-card"], check=True,
-                       capture_output=True)
-        subprocess.run([str(BIN / "lm_eval"), "run", "--model", "hf", "--model_args",
-                        f"pretrained={folder},dtype=float32", "--tasks", task_name, "--include_path",
-                        str(work / "tasks"), "--num_fewshot", str(args.shots), "--batch_size", "1", "--device", "cpu"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [str(BIN / "mergekit-yaml"), str(config), str(folder), "--no-write-model-card"],
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            [
+                str(BIN / "lm_eval"),
+                "run",
+                "--model",
+                "hf",
+                "--model_args",
+                f"pretrained={folder},dtype=float32",
+                "--tasks",
+                task_name,
+                "--include_path",
+                str(work / "tasks"),
+                "--num_fewshot",
+                str(args.shots),
+                "--batch_size",
+                "1",
+                "--device",
+                "cpu",
+            ],
+            check=True,
+            capture_output=True,
+        )
     theirs = (time.perf_counter() - started) / len(TS)
 
     table = Table(title=f"5-point SLERP sweep on SmolLM2, {args.limit} {args.task} items ({args.shots}-shot), CPU")

@@ -7,7 +7,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
-
 from tiny import make_tiny_llama  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,7 +31,7 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def smollm2() -> Path:
     """The real SmolLM2-135M-Instruct, converted once and cached (see `merger models prepare`)."""
-    from merger.models import prepare
+    from merger.core.demo import prepare
 
     return prepare("smollm2")
 

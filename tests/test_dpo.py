@@ -5,13 +5,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import EVALDATA
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from typer.testing import CliRunner
 
-from conftest import EVALDATA
 from merger.cli import app
-from merger.decontaminate import check, ngrams
-from merger.preferences import normalize
+from merger.dpo.decontaminate import check, ngrams
+from merger.dpo.pairs import normalize
+from merger.evaluate.documents import reference_texts
 
 runner = CliRunner()
 
@@ -26,10 +27,12 @@ STRING_ROWS = [
     for a, b in [(2, 3), (4, 5), (6, 7), (8, 9), (3, 3), (5, 2)]
 ]
 CHAT_ROWS = [
-    {"system": "You are terse.",
-     "prompt": [{"role": "user", "content": f"Name the capital number {i}."}],
-     "chosen": [{"role": "user", "content": "ignored"}, {"role": "assistant", "content": "Paris is the capital."}],
-     "rejected": [{"role": "assistant", "content": "Quick brown fox."}]}
+    {
+        "system": "You are terse.",
+        "prompt": [{"role": "user", "content": f"Name the capital number {i}."}],
+        "chosen": [{"role": "user", "content": "ignored"}, {"role": "assistant", "content": "Paris is the capital."}],
+        "rejected": [{"role": "assistant", "content": "Quick brown fox."}],
+    }
     for i in range(6)
 ]
 
@@ -55,11 +58,14 @@ def test_system_prompt_reaches_the_chat_template(tiny_models):
     assert text.startswith("<|im_start|>system\nYou are terse.<|im_end|>")
 
 
-@pytest.mark.parametrize("row, reason", [
-    ({"prompt": " ", "chosen": "a", "rejected": "b"}, "empty prompt"),
-    ({"prompt": "q", "chosen": "", "rejected": "b"}, "empty chosen or rejected"),
-    ({"prompt": "q", "chosen": "same answer", "rejected": " same answer "}, "chosen identical to rejected"),
-])
+@pytest.mark.parametrize(
+    "row, reason",
+    [
+        ({"prompt": " ", "chosen": "a", "rejected": "b"}, "empty prompt"),
+        ({"prompt": "q", "chosen": "", "rejected": "b"}, "empty chosen or rejected"),
+        ({"prompt": "q", "chosen": "same answer", "rejected": " same answer "}, "chosen identical to rejected"),
+    ],
+)
 def test_validation_rules_drop_and_count(row, reason):
     pairs, report = normalize([row, STRING_ROWS[0]], "x")
     assert len(pairs) == 1 and report.dropped == {reason: 1}
@@ -69,10 +75,10 @@ def test_decontamination_finds_planted_items():
     arc = [json.loads(line) for line in (EVALDATA / "arc_challenge" / "test.jsonl").read_text().splitlines()[:50]]
     planted = f"Please answer: {arc[7]['question']} Thanks."
     clean = "A completely unrelated sentence about cooking pasta with garlic, olive oil and a little chili."
-    report, flags = check([clean, planted, clean], ["arc_challenge"], EVALDATA)
+    report, examples, flags = check([clean, planted, clean], reference_texts(["arc_challenge"], EVALDATA))
     assert flags == [False, True, False]
     assert report.checked == 3 and report.matched == 1 and report.by_task == {"arc_challenge": 1}
-    assert report.examples[0]["item"] == arc[7]["id"]
+    assert examples[0]["item"] == arc[7]["id"]
     assert len(ngrams("one two three")) == 0 and len(ngrams(" ".join(map(str, range(14))))) == 2
 
 
@@ -80,8 +86,22 @@ def test_decontaminate_flag_drops_matches(tiny_models, tmp_path):
     arc = json.loads((EVALDATA / "arc_challenge" / "test.jsonl").read_text().splitlines()[3])
     rows = STRING_ROWS + [{"prompt": arc["question"], "chosen": "yes it is", "rejected": "no"}]
     data = write_pairs(tmp_path / "p.jsonl", rows)
-    result, errors = dpo(tiny_models["a"], "--data", data, "--out", tmp_path / "out", "--max-steps", "1",
-                         "--decontaminate", "--against", "arc_challenge", "--data-dir", EVALDATA, "--device", "cpu")
+    result, errors = dpo(
+        tiny_models["a"],
+        "--data",
+        data,
+        "--out",
+        tmp_path / "out",
+        "--max-steps",
+        "1",
+        "--decontaminate",
+        "--against",
+        "arc_challenge",
+        "--data-dir",
+        EVALDATA,
+        "--device",
+        "cpu",
+    )
     assert result.exit_code == 0, result.output + result.stderr
     summary = json.loads((tmp_path / "out" / "merger_dpo.json").read_text())
     assert summary["decontamination"]["checked"] == 7
@@ -93,8 +113,21 @@ def test_decontaminate_flag_drops_matches(tiny_models, tmp_path):
 def test_tiny_training_full_and_lora(tiny_models, tmp_path, full, rows):
     data = write_pairs(tmp_path / "p.jsonl", rows)
     out = tmp_path / "out"
-    args = [tiny_models["a"], "--data", data, "--out", out, "--max-steps", "3", "--batch-size", "2", "--device", "cpu",
-            "--lr", "1e-3"] + (["--full"] if full else [])
+    args = [
+        tiny_models["a"],
+        "--data",
+        data,
+        "--out",
+        out,
+        "--max-steps",
+        "3",
+        "--batch-size",
+        "2",
+        "--device",
+        "cpu",
+        "--lr",
+        "1e-3",
+    ] + (["--full"] if full else [])
     result, errors = dpo(*args)
     assert result.exit_code == 0, result.output + result.stderr
     names = {p.name for p in out.iterdir()}
@@ -115,8 +148,21 @@ def test_overlong_pairs_dropped_or_truncated(tiny_models, tmp_path):
     data = write_pairs(tmp_path / "p.jsonl", rows)
     for mode, used, dropped, truncated in [("drop", 6, 1, 0), ("truncate", 7, 0, 1)]:
         out = tmp_path / mode
-        result, _ = dpo(tiny_models["a"], "--data", data, "--out", out, "--max-steps", "1", "--max-length", "128",
-                        "--overlong", mode, "--device", "cpu")
+        result, _ = dpo(
+            tiny_models["a"],
+            "--data",
+            data,
+            "--out",
+            out,
+            "--max-steps",
+            "1",
+            "--max-length",
+            "128",
+            "--overlong",
+            mode,
+            "--device",
+            "cpu",
+        )
         assert result.exit_code == 0, result.output + result.stderr
         facts = json.loads((out / "merger_dpo.json").read_text())["data"]
         assert facts["pairs_used"] == used and facts["truncated"] == truncated
@@ -126,8 +172,10 @@ def test_overlong_pairs_dropped_or_truncated(tiny_models, tmp_path):
 def test_bad_inputs(tiny_models, tmp_path):
     good = write_pairs(tmp_path / "good.jsonl", STRING_ROWS)
     cases = [
-        ([tiny_models["a"], "--data", write_pairs(tmp_path / "cols.jsonl", [{"prompt": "q", "chosen": "a"}])],
-         "missing rejected"),
+        (
+            [tiny_models["a"], "--data", write_pairs(tmp_path / "cols.jsonl", [{"prompt": "q", "chosen": "a"}])],
+            "missing rejected",
+        ),
         ([tiny_models["a"], "--data", write_pairs(tmp_path / "empty.jsonl", [])], "holds no preference pairs"),
         ([tiny_models["a"], "--data", good, "--loss-type", "sigmoidal"], "unknown loss_type 'sigmoidal'"),
         ([tiny_models["a"], "--data", tmp_path / "missing.jsonl"], "no such preference file"),
@@ -156,8 +204,23 @@ def test_smollm2_lora_dpo_learns_and_talks(smollm2, tmp_path):
     data = write_pairs(tmp_path / "p.jsonl", rows)
     out = tmp_path / "dpo"
     # One batch holds every pair, so each step is an epoch and steps compare on the same pairs.
-    result, errors = dpo(smollm2, "--data", data, "--out", out, "--epochs", "4", "--batch-size", "6", "--lr", "1e-4",
-                         "--max-length", "256", "--device", "cpu")
+    result, errors = dpo(
+        smollm2,
+        "--data",
+        data,
+        "--out",
+        out,
+        "--epochs",
+        "4",
+        "--batch-size",
+        "6",
+        "--lr",
+        "1e-4",
+        "--max-length",
+        "256",
+        "--device",
+        "cpu",
+    )
     assert result.exit_code == 0, result.output + result.stderr
     metrics = [json.loads(line) for line in (out / "dpo_metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 4
@@ -168,8 +231,10 @@ def test_smollm2_lora_dpo_learns_and_talks(smollm2, tmp_path):
 
     tokenizer = AutoTokenizer.from_pretrained(out)
     model = AutoModelForCausalLM.from_pretrained(out)
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
-                                        add_generation_prompt=True, return_tensors="pt")["input_ids"]
-    reply = tokenizer.decode(model.generate(ids, max_new_tokens=12, do_sample=False)[0, ids.shape[1]:],
-                             skip_special_tokens=True)
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}], add_generation_prompt=True, return_tensors="pt"
+    )["input_ids"]
+    reply = tokenizer.decode(
+        model.generate(ids, max_new_tokens=12, do_sample=False)[0, ids.shape[1] :], skip_special_tokens=True
+    )
     assert "Paris" in reply

@@ -6,19 +6,16 @@ two choices are within 1e-3 of each other.
 """
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import EVALDATA
+from lmeval_reference import run_reference  # noqa: E402
 
-from conftest import EVALDATA, REPO
 from merger.evaluate.data import sample_indices
 from merger.evaluate.evaluator import evaluate
 from merger.evaluate.model import load_model
 from merger.evaluate.tasks import get_task
-
-sys.path.insert(0, str(REPO / "scripts"))
-from lmeval_reference import run_reference  # noqa: E402
 
 TOL = 1e-3
 N = 16  # per case; each task runs 0-shot and few-shot, so a few dozen items per task
@@ -45,13 +42,20 @@ def near_tie(lls, lengths=None) -> bool:
     return len(values) > 1 and values[0] - values[1] < TOL
 
 
-@pytest.mark.parametrize("task, shots, data", [
-    ("arc_challenge", 0, None), ("arc_challenge", 3, None),
-    ("hellaswag", 0, None), ("hellaswag", 3, None),
-    ("mmlu", 0, None), ("mmlu", 5, None),
-    ("truthfulqa_mc2", 0, None),
-    ("winogrande", 0, None), ("winogrande", 3, "pool"),
-])
+@pytest.mark.parametrize(
+    "task, shots, data",
+    [
+        ("arc_challenge", 0, None),
+        ("arc_challenge", 3, None),
+        ("hellaswag", 0, None),
+        ("hellaswag", 3, None),
+        ("mmlu", 0, None),
+        ("mmlu", 5, None),
+        ("truthfulqa_mc2", 0, None),
+        ("winogrande", 0, None),
+        ("winogrande", 3, "pool"),
+    ],
+)
 def test_items_agree_with_lm_eval(live, tmp_path, winogrande_with_pool, task, shots, data):
     model, tokenizer = live
     root = winogrande_with_pool if data == "pool" else EVALDATA
@@ -90,9 +94,25 @@ def test_cli_writes_summary_and_items(smollm2, tmp_path):
     from merger.cli import app
 
     summary, items = tmp_path / "s.json", tmp_path / "i.jsonl"
-    result = CliRunner().invoke(app, ["eval", str(smollm2), "--tasks", "arithmetic,winogrande", "--limit", "8",
-                                      "--data-dir", str(EVALDATA), "--json", str(summary), "--items", str(items),
-                                      "--device", "cpu"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            str(smollm2),
+            "--tasks",
+            "arithmetic,winogrande",
+            "--limit",
+            "8",
+            "--data-dir",
+            str(EVALDATA),
+            "--json",
+            str(summary),
+            "--items",
+            str(items),
+            "--device",
+            "cpu",
+        ],
+    )
     assert result.exit_code == 0, result.output + result.stderr
     tasks = json.loads(summary.read_text())["tasks"]
     assert set(tasks) == {"arithmetic", "winogrande"}

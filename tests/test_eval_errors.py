@@ -3,9 +3,9 @@
 import shutil
 
 import pytest
+from conftest import EVALDATA
 from typer.testing import CliRunner
 
-from conftest import EVALDATA
 from merger.cli import app
 
 runner = CliRunner()
@@ -69,8 +69,9 @@ def test_no_such_model_folder(tmp_path):
 
 
 def test_fewshot_without_pool(tiny_models):
-    result, errors = run(tiny_models["a"], "--tasks", "winogrande", "--num-fewshot", "5", "--data-dir", EVALDATA,
-                         "--limit", "2")
+    result, errors = run(
+        tiny_models["a"], "--tasks", "winogrande", "--num-fewshot", "5", "--data-dir", EVALDATA, "--limit", "2"
+    )
     assert result.exit_code == 2 and "no few-shot pool" in errors[0]
 
 

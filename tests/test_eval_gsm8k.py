@@ -1,32 +1,36 @@
 """GSM8K answer extraction: lm-eval's strict and flexible rules, on edge cases and on real generations."""
 
 import pytest
-
 from conftest import EVALDATA
+
 from merger.evaluate.evaluator import evaluate
 from merger.evaluate.model import load_model
-from merger.evaluate.tasks.gsm8k import FLEXIBLE, INVALID, STRICT, GSM8K, exact_match, extract
+from merger.evaluate.tasks.gsm8k import FLEXIBLE, GSM8K, INVALID, STRICT, exact_match, extract
 
 GOLD = "Janet sells 16 - 3 - 4 = 9 duck eggs a day.\nShe makes 9 * 2 = $18 every day.\n#### 18"
 
 
-@pytest.mark.parametrize("text, strict, flexible", [
-    ("She makes 9 * 2 = 18.\n#### 18", "18", "18"),
-    ("#### 1,234", "1,234", "1,234"),
-    ("The answer is $18.", INVALID, "$18."),
-    ("#### -5\nthen 7", "-5", "7"),
-    ("no numbers here", INVALID, INVALID),
-    ("It costs 3 dollars", INVALID, "3"),
-    ("#### 18.00", "18.00", "18.00"),
-])
+@pytest.mark.parametrize(
+    "text, strict, flexible",
+    [
+        ("She makes 9 * 2 = 18.\n#### 18", "18", "18"),
+        ("#### 1,234", "1,234", "1,234"),
+        ("The answer is $18.", INVALID, "$18."),
+        ("#### -5\nthen 7", "-5", "7"),
+        ("no numbers here", INVALID, INVALID),
+        ("It costs 3 dollars", INVALID, "3"),
+        ("#### 18.00", "18.00", "18.00"),
+    ],
+)
 def test_extraction(text, strict, flexible):
     assert extract(text, STRICT, 0) == strict
     assert extract(text, FLEXIBLE, -1) == flexible
 
 
-@pytest.mark.parametrize("prediction, hit", [
-    ("18", True), ("$18", True), ("18.", True), ("1,8", True), ("18.00", False), (INVALID, False), ("19", False),
-])
+@pytest.mark.parametrize(
+    "prediction, hit",
+    [("18", True), ("$18", True), ("18.", True), ("1,8", True), ("18.00", False), (INVALID, False), ("19", False)],
+)
 def test_exact_match_normalization(prediction, hit):
     assert exact_match(prediction, GOLD) == float(hit)
 

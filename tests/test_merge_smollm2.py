@@ -43,16 +43,23 @@ def configs(smollm2: Path, variants: dict[str, Path]) -> dict[str, dict]:
             "merge_method": "slerp",
             "base_model": base,
             "slices": [{"sources": [{"model": base, "layer_range": [0, 30]}, {"model": ft1, "layer_range": [0, 30]}]}],
-            "parameters": {"t": [{"filter": "self_attn", "value": [0, 0.5, 0.3, 0.7, 1]},
-                                 {"filter": "mlp", "value": [1, 0.5, 0.7, 0.3, 0]}, {"value": 0.5}]},
+            "parameters": {
+                "t": [
+                    {"filter": "self_attn", "value": [0, 0.5, 0.3, 0.7, 1]},
+                    {"filter": "mlp", "value": [1, 0.5, 0.7, 0.3, 0]},
+                    {"value": 0.5},
+                ]
+            },
             "dtype": "float32",
         },
         "ties": {
             "merge_method": "ties",
             "base_model": base,
-            "models": [{"model": base},
-                       {"model": ft1, "parameters": {"density": 0.5, "weight": 0.5}},
-                       {"model": ft2, "parameters": {"density": 0.5, "weight": 0.5}}],
+            "models": [
+                {"model": base},
+                {"model": ft1, "parameters": {"density": 0.5, "weight": 0.5}},
+                {"model": ft2, "parameters": {"density": 0.5, "weight": 0.5}},
+            ],
             "parameters": {"normalize": True},
             "dtype": "float32",
         },
@@ -63,11 +70,12 @@ def configs(smollm2: Path, variants: dict[str, Path]) -> dict[str, dict]:
 def answer(folder: Path, question: str) -> str:
     tok = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder)
-    ids = tok.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
-                                  return_tensors="pt")["input_ids"]
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": question}], add_generation_prompt=True, return_tensors="pt"
+    )["input_ids"]
     with torch.inference_mode():
         out = model.generate(ids, max_new_tokens=16, do_sample=False)
-    return tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+    return tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
 
 
 def tensors(folder: Path) -> dict[str, torch.Tensor]:
@@ -92,8 +100,17 @@ def test_real_merge_matches_mergekit_and_talks(tmp_path, smollm2, variants, kind
 
     # The same resolved config through mergekit's own CLI gives the same tensors, bit for bit.
     reference = tmp_path / "reference"
-    subprocess.run([str(BIN / "mergekit-yaml"), str(ours / "mergekit_config.yml"), str(reference),
-                    "--clone-tensors", "--no-write-model-card"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            str(BIN / "mergekit-yaml"),
+            str(ours / "mergekit_config.yml"),
+            str(reference),
+            "--clone-tensors",
+            "--no-write-model-card",
+        ],
+        check=True,
+        capture_output=True,
+    )
     ref, got = tensors(reference), tensors(ours)
     assert ref.keys() == got.keys()
     for name in ref:

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from merger.errors import UserError
-from merger.recipe import expand
+from merger.config.recipe import expand
+from merger.core.errors import UserError
 
 
 def write(tmp_path: Path, data, name="recipe.yaml") -> Path:
@@ -48,7 +48,11 @@ def test_sweep_grid_order_ids_and_gradients(tmp_path, tiny_models):
     }
     candidates = expand(write(tmp_path, recipe))
     assert [(c.params["merge.parameters.t.1.value"], c.params["merge.dtype"]) for c in candidates] == [
-        (0.3, "float32"), (0.3, "bfloat16"), (0.7, "float32"), (0.7, "bfloat16")]
+        (0.3, "float32"),
+        (0.3, "bfloat16"),
+        (0.7, "float32"),
+        (0.7, "bfloat16"),
+    ]
     # The gradient inside the config is passed through untouched, never expanded as an axis.
     assert all(c.merge["parameters"]["t"][0]["value"] == gradient for c in candidates)
     assert [c.merge["parameters"]["t"][1]["value"] for c in candidates] == [0.3, 0.3, 0.7, 0.7]
@@ -58,8 +62,10 @@ def test_sweep_grid_order_ids_and_gradients(tmp_path, tiny_models):
 
 
 def test_sweep_values_may_themselves_be_gradients(tmp_path, tiny_models):
-    recipe = {"merge": slerp(tiny_models["a"], tiny_models["b"]),
-              "sweep": {"merge.parameters.t": [[0, 1], [1, 0], 0.5]}}
+    recipe = {
+        "merge": slerp(tiny_models["a"], tiny_models["b"]),
+        "sweep": {"merge.parameters.t": [[0, 1], [1, 0], 0.5]},
+    }
     candidates = expand(write(tmp_path, recipe))
     assert [c.merge["parameters"]["t"] for c in candidates] == [[0, 1], [1, 0], 0.5]
 
@@ -85,17 +91,25 @@ def test_depth_upscale_solar_shape(tmp_path):
 
 
 def test_depth_upscale_overlap_is_sweepable(tmp_path, tiny_models):
-    recipe = {"depth_upscale": {"model": str(tiny_models["a"]), "overlap": 1}, "sweep": {"depth_upscale.overlap": [1, 2]}}
-    assert [sum(s["sources"][0]["layer_range"][1] - s["sources"][0]["layer_range"][0] for s in c.merge["slices"])
-            for c in expand(write(tmp_path, recipe))] == [6, 4]
+    recipe = {
+        "depth_upscale": {"model": str(tiny_models["a"]), "overlap": 1},
+        "sweep": {"depth_upscale.overlap": [1, 2]},
+    }
+    assert [
+        sum(s["sources"][0]["layer_range"][1] - s["sources"][0]["layer_range"][0] for s in c.merge["slices"])
+        for c in expand(write(tmp_path, recipe))
+    ] == [6, 4]
 
 
-@pytest.mark.parametrize("axis, message", [
-    ("merge.nope.t", "does not exist"),
-    ("merge.slices.5.sources", "outside a list"),
-    ("parameters.t", "must start with a recipe section"),
-    ("merge.slices.x", "must be a number"),
-])
+@pytest.mark.parametrize(
+    "axis, message",
+    [
+        ("merge.nope.t", "does not exist"),
+        ("merge.slices.5.sources", "outside a list"),
+        ("parameters.t", "must start with a recipe section"),
+        ("merge.slices.x", "must be a number"),
+    ],
+)
 def test_bad_sweep_paths(tmp_path, tiny_models, axis, message):
     recipe = {"merge": slerp(tiny_models["a"], tiny_models["b"]), "sweep": {axis: [1, 2]}}
     with pytest.raises(UserError) as info:

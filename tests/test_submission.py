@@ -7,12 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import EVALDATA
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from conftest import EVALDATA
-from merger.card import derive_license, front_matter
 from merger.cli import app
+from merger.core.hf import front_matter
+from merger.publish.licenses import derive_license
 
 runner = CliRunner()
 
@@ -28,25 +29,72 @@ def outputs(smollm2, smollm2_variant, tmp_path_factory):
     """A small SLERP sweep's best (merged) and that model refined with DPO."""
     root = tmp_path_factory.mktemp("submission")
     recipe = root / "slerp.yaml"
-    recipe.write_text(yaml.safe_dump({
-        "merge": {"merge_method": "slerp", "base_model": str(smollm2), "dtype": "float32", "parameters": {"t": 0.5},
-                  "slices": [{"sources": [{"model": str(smollm2), "layer_range": [0, 30]},
-                                          {"model": str(smollm2_variant), "layer_range": [0, 30]}]}]},
-        "sweep": {"merge.parameters.t": [0.3, 0.7]},
-        "eval": {"tasks": ["arithmetic", "arc_challenge"], "limit": 6, "num_fewshot": {"arc_challenge": 0},
-                 "data_dir": str(EVALDATA)},
-        "select": {"report_items": 6},
-    }))
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "merge": {
+                    "merge_method": "slerp",
+                    "base_model": str(smollm2),
+                    "dtype": "float32",
+                    "parameters": {"t": 0.5},
+                    "slices": [
+                        {
+                            "sources": [
+                                {"model": str(smollm2), "layer_range": [0, 30]},
+                                {"model": str(smollm2_variant), "layer_range": [0, 30]},
+                            ]
+                        }
+                    ],
+                },
+                "sweep": {"merge.parameters.t": [0.3, 0.7]},
+                "eval": {
+                    "tasks": ["arithmetic", "arc_challenge"],
+                    "limit": 6,
+                    "num_fewshot": {"arc_challenge": 0},
+                    "data_dir": str(EVALDATA),
+                },
+                "select": {"report_items": 6},
+            }
+        )
+    )
     invoke("sweep", recipe, "--out", root / "sweep", "--device", "cpu")
-    pairs = [json.loads(line) for line in
-             (EVALDATA / "preferences" / "hh_rlhf_harmless_base_test.jsonl").read_text().splitlines()[:40]]
+    pairs = [
+        json.loads(line)
+        for line in (EVALDATA / "preferences" / "hh_rlhf_harmless_base_test.jsonl").read_text().splitlines()[:40]
+    ]
     pairs = [p for p in pairs if len(p["prompt"]) + max(len(p["chosen"]), len(p["rejected"])) < 300][:4]
     data = root / "pairs.jsonl"
     data.write_text("".join(json.dumps(p) + "\n" for p in pairs))
-    invoke("dpo", root / "sweep" / "best", "--data", data, "--out", root / "dpo", "--max-steps", "2",
-           "--max-length", "128", "--lr", "1e-5", "--device", "cpu", "--against", "arithmetic")
-    invoke("eval", root / "dpo", "--tasks", "arithmetic", "--limit", "6", "--json", root / "dpo_eval.json",
-           "--device", "cpu")
+    invoke(
+        "dpo",
+        root / "sweep" / "best",
+        "--data",
+        data,
+        "--out",
+        root / "dpo",
+        "--max-steps",
+        "2",
+        "--max-length",
+        "128",
+        "--lr",
+        "1e-5",
+        "--device",
+        "cpu",
+        "--against",
+        "arithmetic",
+    )
+    invoke(
+        "eval",
+        root / "dpo",
+        "--tasks",
+        "arithmetic",
+        "--limit",
+        "6",
+        "--json",
+        root / "dpo_eval.json",
+        "--device",
+        "cpu",
+    )
     invoke("card", root / "dpo", "--scores", root / "dpo_eval.json")
     return {"root": root, "best": root / "sweep" / "best", "dpo": root / "dpo"}
 
@@ -80,14 +128,17 @@ def test_dpo_card_states_data_and_decontamination(outputs):
     assert "not used to select this model" in text
 
 
-@pytest.mark.parametrize("licenses, expected, warned", [
-    ({"a": "apache-2.0", "b": "cc-by-nc-4.0"}, "cc-by-nc-4.0", "non-commercial"),
-    ({"a": "apache-2.0", "b": "llama2"}, "llama2", None),
-    ({"a": "apache-2.0", "b": None}, "other", "unknown"),
-    ({"a": "apache-2.0", "b": "my-own-license"}, "other", "unknown"),
-    ({"a": "cc-by-nc-sa-4.0", "b": None}, "cc-by-nc-sa-4.0", "non-commercial"),
-    ({"a": "mit", "b": "apache-2.0"}, None, None),
-])
+@pytest.mark.parametrize(
+    "licenses, expected, warned",
+    [
+        ({"a": "apache-2.0", "b": "cc-by-nc-4.0"}, "cc-by-nc-4.0", "non-commercial"),
+        ({"a": "apache-2.0", "b": "llama2"}, "llama2", None),
+        ({"a": "apache-2.0", "b": None}, "other", "unknown"),
+        ({"a": "apache-2.0", "b": "my-own-license"}, "other", "unknown"),
+        ({"a": "cc-by-nc-sa-4.0", "b": None}, "cc-by-nc-sa-4.0", "non-commercial"),
+        ({"a": "mit", "b": "apache-2.0"}, None, None),
+    ],
+)
 def test_license_derivation(licenses, expected, warned):
     license_id, warnings = derive_license(licenses)
     if expected:
@@ -152,8 +203,14 @@ def test_export_round_trip(outputs, tmp_path):
     exported = tmp_path / "export"
     invoke("export", outputs["best"], "--out", exported, "--dtype", "fp32", "--shard-size", "200MB")
     names = {p.name for p in exported.iterdir()}
-    assert {"model.safetensors.index.json", "tokenizer.json", "chat_template.jinja", "generation_config.json",
-            "README.md", "merger_scores.json"} <= names
+    assert {
+        "model.safetensors.index.json",
+        "tokenizer.json",
+        "chat_template.jinja",
+        "generation_config.json",
+        "README.md",
+        "merger_scores.json",
+    } <= names
     assert len(list(exported.glob("*.safetensors"))) >= 3
     assert front_matter(exported / "README.md")["model-index"][0]["name"] == "export"
     args = dict(limit=6, data=EVALDATA, num_fewshot=0, show_progress=False)
@@ -166,7 +223,8 @@ def test_export_round_trip(outputs, tmp_path):
     invoke("export", outputs["best"], "--out", half)
     assert json.loads((half / "config.json").read_text())["dtype"] == "bfloat16"
 
-    result = runner.invoke(app, ["export", str(outputs["best"]), "--out", str(tmp_path / "x"), "--push-to-hub",
-                                 "me/model"])
+    result = runner.invoke(
+        app, ["export", str(outputs["best"]), "--out", str(tmp_path / "x"), "--push-to-hub", "me/model"]
+    )
     assert result.exit_code == 2 and "HF_HUB_OFFLINE" in result.stderr
     assert not (tmp_path / "x").exists(), "an upload that cannot happen is refused before any work"

@@ -9,11 +9,10 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import yaml
+from conftest import EVALDATA
 from typer.testing import CliRunner
 
-from conftest import EVALDATA
 from merger.cli import app
 
 runner = CliRunner()
@@ -22,9 +21,20 @@ BIN = Path(sys.executable).parent
 
 def slerp_recipe(a, b, layers, ts, **sections):
     return {
-        "merge": {"merge_method": "slerp", "base_model": str(a), "dtype": "float32", "parameters": {"t": 0.5},
-                  "slices": [{"sources": [{"model": str(a), "layer_range": [0, layers]},
-                                          {"model": str(b), "layer_range": [0, layers]}]}]},
+        "merge": {
+            "merge_method": "slerp",
+            "base_model": str(a),
+            "dtype": "float32",
+            "parameters": {"t": 0.5},
+            "slices": [
+                {
+                    "sources": [
+                        {"model": str(a), "layer_range": [0, layers]},
+                        {"model": str(b), "layer_range": [0, layers]},
+                    ]
+                }
+            ],
+        },
         "sweep": {"merge.parameters.t": ts},
         **sections,
     }
@@ -37,7 +47,9 @@ def write(path: Path, data) -> Path:
 
 def stages(out: Path) -> dict[tuple[str, str], tuple[str, int]]:
     db = sqlite3.connect(out / "journal.sqlite")
-    return {(c, s): (status, runs) for c, s, status, runs in db.execute("SELECT candidate, stage, status, runs FROM stages")}
+    return {
+        (c, s): (status, runs) for c, s, status, runs in db.execute("SELECT candidate, stage, status, runs FROM stages")
+    }
 
 
 def sweep(*args):
@@ -47,8 +59,17 @@ def sweep(*args):
 
 
 def test_grid_sweep_resumes_without_redoing(tiny_models, tmp_path):
-    recipe = write(tmp_path / "r.yaml", slerp_recipe(tiny_models["a"], tiny_models["b"], 4, [0.0, 0.5, 1.0],
-                   eval={"tasks": ["arithmetic"], "limit": 10}, select={"keep": 2, "report_items": 6}))
+    recipe = write(
+        tmp_path / "r.yaml",
+        slerp_recipe(
+            tiny_models["a"],
+            tiny_models["b"],
+            4,
+            [0.0, 0.5, 1.0],
+            eval={"tasks": ["arithmetic"], "limit": 10},
+            select={"keep": 2, "report_items": 6},
+        ),
+    )
     out = tmp_path / "sweep"
     sweep(recipe, "--out", out)
     first = stages(out)
@@ -66,21 +87,32 @@ def test_grid_sweep_resumes_without_redoing(tiny_models, tmp_path):
     assert stages(out) == first, "a rerun redoes nothing"
 
     # A changed recipe gives new candidates; the old results stay in the journal, untouched.
-    changed = write(tmp_path / "r.yaml", slerp_recipe(tiny_models["a"], tiny_models["b"], 4, [0.25],
-                    eval={"tasks": ["arithmetic"], "limit": 10}))
+    changed = write(
+        tmp_path / "r.yaml",
+        slerp_recipe(tiny_models["a"], tiny_models["b"], 4, [0.25], eval={"tasks": ["arithmetic"], "limit": 10}),
+    )
     sweep(changed, "--out", out)
     after = stages(out)
     assert all(after[k] == v for k, v in first.items()) and len({c for c, _ in after}) == 4
 
     (out / "leaderboard.md").unlink()
-    sweep("--report", "--out", out)
+    result = runner.invoke(app, ["report", str(out)])
+    assert result.exit_code == 0, result.output + result.stderr
     assert (out / "leaderboard.md").exists()
 
 
 def test_halving_promotes_the_best_fraction(tiny_models, tmp_path):
-    recipe = write(tmp_path / "r.yaml", slerp_recipe(tiny_models["a"], tiny_models["b"], 4, [0.0, 0.25, 0.5, 0.75],
-                   eval={"tasks": ["arithmetic"], "limit": 16},
-                   select={"strategy": "halving", "min_items": 4, "eta": 2}))
+    recipe = write(
+        tmp_path / "r.yaml",
+        slerp_recipe(
+            tiny_models["a"],
+            tiny_models["b"],
+            4,
+            [0.0, 0.25, 0.5, 0.75],
+            eval={"tasks": ["arithmetic"], "limit": 16},
+            select={"strategy": "halving", "min_items": 4, "eta": 2},
+        ),
+    )
     out = tmp_path / "sweep"
     sweep(recipe, "--out", out)
     items = sorted(r["n_items"] for r in json.loads((out / "leaderboard.json").read_text()))
@@ -88,7 +120,7 @@ def test_halving_promotes_the_best_fraction(tiny_models, tmp_path):
 
 
 def test_lock_stops_a_second_sweep(tiny_models, tmp_path):
-    from merger.journal import Journal
+    from merger.sweep.journal import Journal
 
     recipe = write(tmp_path / "r.yaml", slerp_recipe(tiny_models["a"], tiny_models["b"], 4, [0.5]))
     holder = Journal(tmp_path / "sweep")
@@ -100,8 +132,9 @@ def test_lock_stops_a_second_sweep(tiny_models, tmp_path):
 
 
 def test_bad_select_metric(tiny_models, tmp_path):
-    recipe = write(tmp_path / "r.yaml", slerp_recipe(tiny_models["a"], tiny_models["b"], 4, [0.5],
-                   select={"metric": "hellaswag"}))
+    recipe = write(
+        tmp_path / "r.yaml", slerp_recipe(tiny_models["a"], tiny_models["b"], 4, [0.5], select={"metric": "hellaswag"})
+    )
     result = runner.invoke(app, ["sweep", str(recipe), "--out", str(tmp_path / "s")])
     assert result.exit_code == 2 and "select.metric" in result.stderr
 
@@ -114,10 +147,10 @@ def test_dry_run_plans_without_work(tiny_models, tmp_path):
 
 
 def test_in_memory_scores_equal_write_then_load(smollm2, smollm2_variant, tmp_path):
+    from merger.config.recipe import expand
     from merger.evaluate.evaluator import evaluate
     from merger.evaluate.model import load_model
-    from merger.merging import merge_in_memory, merge_to_disk
-    from merger.recipe import expand
+    from merger.merge.run import merge_in_memory, merge_to_disk
 
     [candidate] = expand(write(tmp_path / "r.yaml", slerp_recipe(smollm2, smollm2_variant, 30, [0.3])))
     live = merge_in_memory(candidate)
@@ -135,19 +168,30 @@ def test_in_memory_scores_equal_write_then_load(smollm2, smollm2_variant, tmp_pa
 
 def test_smollm2_sweep_survives_sigkill(smollm2, smollm2_variant, tmp_path):
     """A SLERP t grid plus a DUS candidate with a short DPO stage; killed mid-stage, then run again."""
-    pairs = [json.loads(line) for line in
-             (EVALDATA / "preferences" / "hh_rlhf_harmless_base_test.jsonl").read_text().splitlines()[:40]]
+    pairs = [
+        json.loads(line)
+        for line in (EVALDATA / "preferences" / "hh_rlhf_harmless_base_test.jsonl").read_text().splitlines()[:40]
+    ]
     pairs = [p for p in pairs if len(p["prompt"]) + max(len(p["chosen"]), len(p["rejected"])) < 300][:4]
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps(p) + "\n" for p in pairs))
     evals = {"tasks": ["arithmetic"], "limit": 6}
     slerp = write(tmp_path / "slerp.yaml", slerp_recipe(smollm2, smollm2_variant, 30, [0.2, 0.8], eval=evals))
-    dus = write(tmp_path / "dus.yaml", {
-        "depth_upscale": {"model": str(smollm2), "overlap": 8, "dtype": "float32"},
-        "dpo": {"data": str(data), "max_steps": 2, "batch_size": 2, "max_length": 192, "save_steps": 1,
-                "against": ["arithmetic"]},
-        "eval": evals,
-    })
+    dus = write(
+        tmp_path / "dus.yaml",
+        {
+            "depth_upscale": {"model": str(smollm2), "overlap": 8, "dtype": "float32"},
+            "dpo": {
+                "data": str(data),
+                "max_steps": 2,
+                "batch_size": 2,
+                "max_length": 192,
+                "save_steps": 1,
+                "against": ["arithmetic"],
+            },
+            "eval": evals,
+        },
+    )
     out = tmp_path / "sweep"
     cmd = [str(BIN / "merger"), "sweep", str(slerp), str(dus), "--out", str(out), "--device", "cpu"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())

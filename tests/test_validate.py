@@ -44,30 +44,78 @@ def bad_recipes(m):
         ("unknown_method", slerp(a, b, merge_method="slurp"), "merge.merge_method", "unknown merge method 'slurp'"),
         ("missing_model", slerp(a, "/nope/model"), "merge.slices.0.sources.1.model", "no such model folder"),
         ("hub_model_offline", slerp(a, "someone/not-cached-model"), "merge.slices.0.sources.1.model", "HF_HUB_OFFLINE"),
-        ("range_past_end", {"merge_method": "passthrough", "slices": [{"sources": [{"model": str(a), "layer_range": [0, 9]}]}]},
-         "merge.slices.0.sources.0.layer_range", "not inside"),
-        ("range_reversed", {"merge_method": "passthrough", "slices": [{"sources": [{"model": str(a), "layer_range": [3, 1]}]}]},
-         "merge.slices.0.sources.0.layer_range", "start < end"),
+        (
+            "range_past_end",
+            {"merge_method": "passthrough", "slices": [{"sources": [{"model": str(a), "layer_range": [0, 9]}]}]},
+            "merge.slices.0.sources.0.layer_range",
+            "not inside",
+        ),
+        (
+            "range_reversed",
+            {"merge_method": "passthrough", "slices": [{"sources": [{"model": str(a), "layer_range": [3, 1]}]}]},
+            "merge.slices.0.sources.0.layer_range",
+            "start < end",
+        ),
         ("mismatched_arch", slerp(a, m["mistral"]), "merge", "mismatched architectures"),
-        ("unknown_parameter", slerp(a, b, parameters={"t": 0.5, "tt": 1}), "merge.parameters.tt", "unknown parameter 'tt'"),
+        (
+            "unknown_parameter",
+            slerp(a, b, parameters={"t": 0.5, "tt": 1}),
+            "merge.parameters.tt",
+            "unknown parameter 'tt'",
+        ),
         ("missing_parameter", slerp(a, b, parameters={}), "merge.parameters", "needs parameter 't'"),
-        ("bad_sweep_path", {"merge": slerp(a, b), "sweep": {"merge.paramters.t": [0.1]}}, "sweep.merge.paramters.t", "does not exist"),
+        (
+            "bad_sweep_path",
+            {"merge": slerp(a, b), "sweep": {"merge.paramters.t": [0.1]}},
+            "sweep.merge.paramters.t",
+            "does not exist",
+        ),
         ("empty_sweep_axis", {"merge": slerp(a, b), "sweep": {"merge.parameters.t": []}}, "sweep", "has no values"),
         ("unknown_section", {"merge": slerp(a, b), "sweeep": {}}, "sweeep", "unknown field"),
         ("no_merge", {"sweep": {"merge.parameters.t": [1]}}, "merge", "exactly one of"),
-        ("too_many_slerp_inputs", {"merge_method": "slerp", "base_model": str(a), "parameters": {"t": 0.5},
-                                   "slices": [{"sources": [{"model": str(x), "layer_range": [0, 4]} for x in (a, b, m["c"])]}]},
-         "merge.slices.0.sources", "exactly 2"),
+        (
+            "too_many_slerp_inputs",
+            {
+                "merge_method": "slerp",
+                "base_model": str(a),
+                "parameters": {"t": 0.5},
+                "slices": [{"sources": [{"model": str(x), "layer_range": [0, 4]} for x in (a, b, m["c"])]}],
+            },
+            "merge.slices.0.sources",
+            "exactly 2",
+        ),
         ("shape_mismatch", ties(a, b, m["wide"]), "merge.models", "hidden_size differs"),
         ("vocab_mismatch", ties(a, b, m["extra_vocab"]), "merge.models", "vocab_size differs"),
         ("pickle_only", ties(a, b, m["pickled"]), "merge.models.1.model", "--allow-pickle"),
         ("bad_dtype", slerp(a, b, dtype="float8"), "merge.dtype", "unknown dtype"),
-        ("dus_overlap_too_big", {"depth_upscale": {"model": str(a), "overlap": 3}}, "depth_upscale.overlap", "more than half"),
-        ("dus_missing_model", {"depth_upscale": {"model": "/nope", "overlap": 1}}, "depth_upscale.model", "no such model folder"),
-        ("bad_dpo_section", {"merge": slerp(a, b), "dpo": {"data": "x.jsonl", "loss_type": "sigmoidal"}},
-         "dpo.loss_type", "unknown loss_type"),
-        ("models_and_slices", {"merge_method": "linear", "models": [{"model": str(a)}],
-                               "slices": [{"sources": [{"model": str(a), "layer_range": [0, 4]}]}]}, "merge", "Exactly one of"),
+        (
+            "dus_overlap_too_big",
+            {"depth_upscale": {"model": str(a), "overlap": 3}},
+            "depth_upscale.overlap",
+            "more than half",
+        ),
+        (
+            "dus_missing_model",
+            {"depth_upscale": {"model": "/nope", "overlap": 1}},
+            "depth_upscale.model",
+            "no such model folder",
+        ),
+        (
+            "bad_dpo_section",
+            {"merge": slerp(a, b), "dpo": {"data": "x.jsonl", "loss_type": "sigmoidal"}},
+            "dpo.loss_type",
+            "unknown loss_type",
+        ),
+        (
+            "models_and_slices",
+            {
+                "merge_method": "linear",
+                "models": [{"model": str(a)}],
+                "slices": [{"sources": [{"model": str(a), "layer_range": [0, 4]}]}],
+            },
+            "merge",
+            "Exactly one of",
+        ),
     ]
 
 
@@ -154,10 +202,9 @@ def test_merge_needs_candidate_when_sweeping(tmp_path, models):
     assert result.exit_code == 2 and "no candidate 'deadbeef00'" in result.stderr
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--shard-size", "lots"], "not a size"),
-    (["--device", "tpu"], "not one of cpu, cuda, auto"),
-])
+@pytest.mark.parametrize(
+    "args, words", [(["--shard-size", "lots"], "not a size"), (["--device", "tpu"], "not one of cpu, cuda, auto")]
+)
 def test_merge_bad_flags(tmp_path, models, args, words):
     path = write(tmp_path, slerp(models["a"], models["b"]))
     result = runner.invoke(app, ["merge", str(path), "--out", str(tmp_path / "o"), *args])
@@ -167,13 +214,20 @@ def test_merge_bad_flags(tmp_path, models, args, words):
 def test_tiny_merge_writes_complete_folder(tmp_path, models):
     recipe = {"merge": slerp(models["a"], models["b"]), "sweep": {"merge.parameters.t": [0.25, 0.75]}}
     path = write(tmp_path, recipe)
-    from merger.recipe import expand
+    from merger.config.recipe import expand
 
     second = expand(path)[1]
     out = tmp_path / "merged"
     result = runner.invoke(app, ["merge", str(path), "--out", str(out), "--candidate", second.id])
     assert result.exit_code == 0, result.output
     names = {p.name for p in out.iterdir()}
-    assert {"config.json", "model.safetensors", "tokenizer.json", "mergekit_config.yml", "merger_recipe.yaml",
-            "merger_candidate.json", "chat_template.jinja"} <= names
+    assert {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "mergekit_config.yml",
+        "merger_recipe.yaml",
+        "merger_candidate.json",
+        "chat_template.jinja",
+    } <= names
     assert yaml.safe_load((out / "mergekit_config.yml").read_text())["parameters"]["t"] == 0.75

@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 import os
 import random
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from merger.errors import UserError
+from merger.core.errors import UserError
 
 Doc = dict[str, Any]
 
@@ -46,16 +47,20 @@ def read_jsonl(path: Path, required: tuple[str, ...]) -> list[Doc]:
     return docs
 
 
-def load_hub(dataset: str, name: str | None, split: str, convert: Callable[[Doc, int], Doc],
-             revision: str | None = None) -> list[Doc]:
+def load_hub(
+    dataset: str, name: str | None, split: str, convert: Callable[[Doc, int], Doc], revision: str | None = None
+) -> list[Doc]:
     """The same dataset, revision and split lm-eval uses, converted to the local schema."""
     import datasets
 
     try:
         rows = datasets.load_dataset(dataset, name, split=split, revision=revision)
     except Exception as exc:  # datasets raises many types, all meaning 'not available here'
-        raise UserError.one(dataset, split, f"could not load from the hub ({str(exc).splitlines()[0]}); "
-                            "use --data-dir with local JSONL files") from None
+        raise UserError.one(
+            dataset,
+            split,
+            f"could not load from the hub ({str(exc).splitlines()[0]}); use --data-dir with local JSONL files",
+        ) from None
     return [convert(dict(row), i) for i, row in enumerate(rows)]
 
 

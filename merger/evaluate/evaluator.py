@@ -9,12 +9,11 @@ import math
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
 
-from pydantic import BaseModel, Field
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from merger.errors import UserError
+from merger.config.results import EvalReport, ItemRecord, TaskScore
+from merger.core.errors import UserError
 from merger.evaluate.data import data_dir, sample_indices
 from merger.evaluate.generation import generate_until
 from merger.evaluate.scoring import Encoder, model_max_length, score_items
@@ -26,51 +25,12 @@ CPU_TOKEN_BUDGET = 1  # one item per batch: a CPU gains nothing from batching an
 GPU_TOKEN_BUDGET = 65536
 
 
-class TaskScore(BaseModel):
-    """One task's summary; metric names are lm-eval's (truthfulqa_mc2's mc2 is its `acc`)."""
-
-    metrics: dict[str, float]
-    stderr: dict[str, float]
-    primary: str
-    n: int
-    num_fewshot: int
-    seconds: float
-
-    def flat(self) -> dict[str, Any]:
-        """The `--json` shape: {"acc": .., "acc_norm": .., "acc_stderr": .., "n": .., ...}."""
-        out: dict[str, Any] = dict(self.metrics)
-        out.update({f"{k}_stderr": v for k, v in self.stderr.items()})
-        out.update(n=self.n, num_fewshot=self.num_fewshot, seconds=round(self.seconds, 3), primary=self.primary)
-        return out
-
-
-class ItemRecord(BaseModel):
-    """One scored item, for paired comparisons between candidates."""
-
-    task: str
-    id: str
-    lls: list[float] | None = None
-    acc: float | None = None
-    acc_norm: float | None = None
-    mc2: float | None = None
-    exact_match: float | None = None
-    exact_match_flexible: float | None = None
-    generation: str | None = None
-
-
-class EvalReport(BaseModel):
-    tasks: dict[str, TaskScore] = Field(default_factory=dict)
-    items: list[ItemRecord] = Field(default_factory=list)
-
-    def summary(self) -> dict[str, Any]:
-        return {"tasks": {name: score.flat() for name, score in self.tasks.items()}}
-
-
-def parse_tasks(spec: str | list[str]) -> list[str]:
+def parse_tasks(spec: str | list[str], file: str = "--tasks", field: str = "") -> list[str]:
+    """Task names, each one merger can score; one line naming the first unknown one otherwise."""
     names = [t.strip() for t in (spec.split(",") if isinstance(spec, str) else spec) if t.strip()]
     unknown = [n for n in names if n not in TASKS]
     if unknown or not names:
-        raise UserError.one("--tasks", "", f"unknown task '{(unknown or [''])[0]}'; known: {', '.join(TASKS)}")
+        raise UserError.one(file, field, f"unknown task '{(unknown or [''])[0]}'; known: {', '.join(TASKS)}")
     return names
 
 
@@ -103,8 +63,13 @@ def evaluate(
     budget = GPU_TOKEN_BUDGET if device.type == "cuda" else CPU_TOKEN_BUDGET
     encoder = Encoder(tokenizer, model_max_length(model, tokenizer))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        transient=False) if show_progress else None
+    progress = (
+        Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=False
+        )
+        if show_progress
+        else None
+    )
     with progress or nullcontext():
         for name in parse_tasks(tasks):
             task = get_task(name)
@@ -146,6 +111,36 @@ def evaluate(
             report.tasks[name] = TaskScore(
                 metrics={m: sum(s[m] for s in per_item) / len(per_item) for m in task.metrics},
                 stderr={m: stderr([s[m] for s in per_item]) for m in task.metrics},
-                primary=task.primary, n=len(docs), num_fewshot=k, seconds=seconds,
+                primary=task.primary,
+                n=len(docs),
+                num_fewshot=k,
+                seconds=seconds,
+                title=task.title,
+                dataset=task.hub.path if task.hub else None,
+                dataset_config=task.hub.name if task.hub else None,
+                split=task.hub.test_split if task.hub else None,
             )
+    return report
+
+
+def evaluate_folder(
+    model_dir: Path,
+    tasks: str | list[str],
+    *,
+    device: str = "auto",
+    json_out: Path | None = None,
+    items_out: Path | None = None,
+    **options,
+) -> EvalReport:
+    """`merger eval`: load a model folder, score it, and write the summary and items where asked."""
+    from merger.evaluate.model import load_model
+    from merger.evaluate.report import write_items, write_summary
+
+    names = parse_tasks(tasks)
+    model, tokenizer = load_model(model_dir, device)
+    report = evaluate(model, tokenizer, names, **options)
+    if json_out:
+        write_summary(report, json_out)
+    if items_out:
+        write_items(report, items_out)
     return report

@@ -15,13 +15,17 @@ def generate_until(model, tokenizer, request: Generation, max_length: int) -> st
     eos = tokenizer.decode([tokenizer.eos_token_id]) if tokenizer.eos_token_id is not None else None
     if eos and eos not in until:
         until.append(eos)
-    ids = tokenizer(request.context, return_tensors="pt")["input_ids"][:, -(max_length - request.max_gen_toks):]
+    ids = tokenizer(request.context, return_tensors="pt")["input_ids"][:, -(max_length - request.max_gen_toks) :]
     out = model.generate(
-        input_ids=ids.to(device), attention_mask=torch.ones_like(ids).to(device),
-        max_new_tokens=request.max_gen_toks, do_sample=False, stop_strings=until, tokenizer=tokenizer,
+        input_ids=ids.to(device),
+        attention_mask=torch.ones_like(ids).to(device),
+        max_new_tokens=request.max_gen_toks,
+        do_sample=False,
+        stop_strings=until,
+        tokenizer=tokenizer,
         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
     )
-    text = tokenizer.decode(out[0, ids.shape[1]:])
+    text = tokenizer.decode(out[0, ids.shape[1] :])
     for term in until:
         if term:
             text = text.split(term)[0]

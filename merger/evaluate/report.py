@@ -1,15 +1,14 @@
-"""How scores are shown and saved: a rich table, the JSON summary, the per-item JSONL."""
+"""How scores are shown and saved: a rich table, the JSON summary (`EvalSummary`), the per-item JSONL."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 from rich.table import Table
 
-from merger.atomic import atomic_write
-from merger.evaluate.evaluator import EvalReport
+from merger.config.results import EvalReport
+from merger.core.atomic import atomic_write
 
 
 def results_table(report: EvalReport, title: str = "Scores") -> Table:
@@ -20,14 +19,20 @@ def results_table(report: EvalReport, title: str = "Scores") -> Table:
         for i, (metric, value) in enumerate(score.metrics.items()):
             err = score.stderr.get(metric, float("nan"))
             label = f"{metric} *" if metric == score.primary else metric
-            table.add_row(name if i == 0 else "", str(score.num_fewshot) if i == 0 else "",
-                          str(score.n) if i == 0 else "", label, f"{value:.4f}",
-                          "-" if math.isnan(err) else f"{err:.4f}", f"{score.seconds:.1f}" if i == 0 else "")
+            table.add_row(
+                name if i == 0 else "",
+                str(score.num_fewshot) if i == 0 else "",
+                str(score.n) if i == 0 else "",
+                label,
+                f"{value:.4f}",
+                "-" if math.isnan(err) else f"{err:.4f}",
+                f"{score.seconds:.1f}" if i == 0 else "",
+            )
     return table
 
 
 def write_summary(report: EvalReport, path: Path) -> None:
-    atomic_write(path, json.dumps(report.summary(), indent=2) + "\n")
+    atomic_write(path, report.summary().model_dump_json(indent=2) + "\n")
 
 
 def write_items(report: EvalReport, path: Path) -> None:

@@ -11,8 +11,8 @@ the same to float precision:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -21,9 +21,9 @@ import torch
 class Encoded:
     """One (context, continuation) request as the model sees it."""
 
-    inp: list[int]     # tokens fed to the model
-    cont: list[int]    # continuation tokens to score
-    ctx_len: int       # len(inp) - len(cont) + 1: logits from position ctx_len - 1 onwards score cont
+    inp: list[int]  # tokens fed to the model
+    cont: list[int]  # continuation tokens to score
+    ctx_len: int  # len(inp) - len(cont) + 1: logits from position ctx_len - 1 onwards score cont
 
 
 class Encoder:
@@ -53,8 +53,8 @@ class Encoder:
                 context = context[:-n_spaces]
             whole = self.encode(context + continuation)
             ctx = self.encode(context)
-            cont = whole[len(ctx):]
-        inp = (ctx + cont)[-(self.max_length + 1):][:-1]
+            cont = whole[len(ctx) :]
+        inp = (ctx + cont)[-(self.max_length + 1) :][:-1]
         return Encoded(inp=inp, cont=cont, ctx_len=len(inp) - len(cont) + 1)
 
 
@@ -102,13 +102,17 @@ def score_group(model, items: list[list[Encoded]], pad_id: int) -> list[list[tup
     prefixes = [shared_prefix(reqs) for reqs in items]
     prefix_ids, prefix_mask = _pad([reqs[0].inp[:p] for reqs, p in zip(items, prefixes)], pad_id)
     last = torch.tensor(prefixes, dtype=torch.long).unsqueeze(1) - 1
-    out = model(input_ids=prefix_ids.to(device), attention_mask=prefix_mask.to(device), use_cache=True,
-                logits_to_keep=last.to(device))
+    out = model(
+        input_ids=prefix_ids.to(device),
+        attention_mask=prefix_mask.to(device),
+        use_cache=True,
+        logits_to_keep=last.to(device),
+    )
     prefix_logits = out.logits[:, 0, :].float().log_softmax(-1)  # [items, vocab]
     cache = out.past_key_values
 
     rows = [(i, r) for i, reqs in enumerate(items) for r in reqs]
-    suffixes = [r.inp[prefixes[i]:] for i, r in rows]
+    suffixes = [r.inp[prefixes[i] :] for i, r in rows]
     suffix_logits = None
     if any(suffixes):
         owner = torch.tensor([i for i, _ in rows], device=device)
@@ -118,8 +122,12 @@ def score_group(model, items: list[list[Encoded]], pad_id: int) -> list[list[tup
             suffix_mask[j, : max(len(s), 1)] = 1
         positions = torch.tensor([prefixes[i] for i, _ in rows]).unsqueeze(1) + torch.arange(suffix_ids.shape[1])
         mask = torch.cat([prefix_mask[owner.cpu()], suffix_mask], dim=1)
-        suffix_logits = model(input_ids=suffix_ids.to(device), attention_mask=mask.to(device),
-                              position_ids=positions.to(device), past_key_values=cache).logits
+        suffix_logits = model(
+            input_ids=suffix_ids.to(device),
+            attention_mask=mask.to(device),
+            position_ids=positions.to(device),
+            past_key_values=cache,
+        ).logits
 
     results: list[list[tuple[float, bool]]] = [[] for _ in items]
     for j, (i, r) in enumerate(rows):
@@ -157,8 +165,9 @@ def batches(items: list[list[Encoded]], token_budget: int) -> list[list[int]]:
     return groups
 
 
-def score_items(model, items: list[list[Encoded]], pad_id: int, token_budget: int,
-                advance: Callable[[int], None] = lambda n: None) -> list[list[tuple[float, bool]]]:
+def score_items(
+    model, items: list[list[Encoded]], pad_id: int, token_budget: int, advance: Callable[[int], None] = lambda n: None
+) -> list[list[tuple[float, bool]]]:
     """(log-likelihood, is_greedy) per request per item, in the items' order."""
     results: list[list[tuple[float, bool]] | None] = [None] * len(items)
     for group in batches(items, token_budget):

@@ -5,6 +5,7 @@ from merger.evaluate.tasks.base import HubSource, Task
 
 class ArcChallenge(Task):
     name = "arc_challenge"
+    title = "AI2 Reasoning Challenge"
     folder = "arc_challenge"
     primary = "acc_norm"
     default_fewshot = 25
@@ -15,5 +16,11 @@ class ArcChallenge(Task):
 
     def from_hub(self, row, index):
         labels = list(row["choices"]["label"])
-        return {"id": row["id"], "question": row["question"], "choices": list(row["choices"]["text"]),
-                "choice_labels": labels, "answerKey": row["answerKey"], "answer": labels.index(row["answerKey"])}
+        return {
+            "id": row["id"],
+            "question": row["question"],
+            "choices": list(row["choices"]["text"]),
+            "choice_labels": labels,
+            "answerKey": row["answerKey"],
+            "answer": labels.index(row["answerKey"]),
+        }

@@ -8,7 +8,7 @@ continuation `target_delimiter + choice`.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -46,17 +46,18 @@ class Generation:
 
 class Task:
     name: ClassVar[str]
-    folder: ClassVar[str]          # sub-folder of the data dir, as in shared/evaldata
+    title: ClassVar[str]  # the benchmark's name, for cards
+    folder: ClassVar[str]  # sub-folder of the data dir, as in shared/evaldata
     default_fewshot: ClassVar[int]
     required: ClassVar[tuple[str, ...]] = ("id", "question", "choices", "answer")
     hub: ClassVar[HubSource | None] = None
-    fewshot_sampler: ClassVar[str] = "default"   # or "first_n"
+    fewshot_sampler: ClassVar[str] = "default"  # or "first_n"
     # lm-eval draws k + 1 shots and drops the evaluated doc when the task's few-shot split equals its test
     # split, which includes tasks that set neither (HellaSwag, Winogrande): the RNG then advances differently.
     draws_extra_shot: ClassVar[bool] = False
     metrics: ClassVar[tuple[str, ...]] = ("acc", "acc_norm")
-    primary: ClassVar[str] = "acc"                     # what a sweep compares candidates on
-    item_metric: ClassVar[dict[str, str]] = {}         # renames for the per-item records
+    primary: ClassVar[str] = "acc"  # what a sweep compares candidates on
+    item_metric: ClassVar[dict[str, str]] = {}  # renames for the per-item records
 
     def __init__(self) -> None:
         self.rnd = random.Random(FEWSHOT_SEED)
@@ -68,8 +69,11 @@ class Task:
             if self.hub is None:
                 raise NotImplementedError
             test = load_hub(self.hub.path, self.hub.name, self.hub.test_split, self.from_hub, self.hub.revision)
-            pool = (load_hub(self.hub.path, self.hub.name, self.hub.fewshot_split, self.from_hub, self.hub.revision)
-                    if self.hub.fewshot_split else [])
+            pool = (
+                load_hub(self.hub.path, self.hub.name, self.hub.fewshot_split, self.from_hub, self.hub.revision)
+                if self.hub.fewshot_split
+                else []
+            )
             return test, pool
         test = read_jsonl(root / self.folder / "test.jsonl", self.required)
         fewshot_path = root / self.folder / "fewshot.jsonl"

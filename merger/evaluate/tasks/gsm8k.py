@@ -33,6 +33,7 @@ def exact_match(prediction: str, reference: str) -> float:
 
 class GSM8K(Task):
     name = "gsm8k"
+    title = "GSM8k"
     folder = "gsm8k"
     primary = "exact_match"
     default_fewshot = 5

@@ -16,6 +16,7 @@ def preprocess(text: str) -> str:
 
 class HellaSwag(Task):
     name = "hellaswag"
+    title = "HellaSwag"
     folder = "hellaswag"
     primary = "acc_norm"
     default_fewshot = 10
@@ -27,5 +28,9 @@ class HellaSwag(Task):
 
     def from_hub(self, row, index):
         ctx = row["ctx_a"] + " " + row["ctx_b"].capitalize()
-        return {"id": f"hellaswag-{index}", "question": preprocess(row["activity_label"] + ": " + ctx),
-                "choices": [preprocess(e) for e in row["endings"]], "answer": int(row["label"] or 0)}
+        return {
+            "id": f"hellaswag-{index}",
+            "question": preprocess(row["activity_label"] + ": " + ctx),
+            "choices": [preprocess(e) for e in row["endings"]],
+            "answer": int(row["label"] or 0),
+        }

@@ -7,6 +7,7 @@ LETTERS = ["A", "B", "C", "D"]
 
 class MMLU(Task):
     name = "mmlu"
+    title = "MMLU"
     folder = "mmlu"
     default_fewshot = 5
     required = ("id", "subject", "question", "choices", "answer")
@@ -15,7 +16,9 @@ class MMLU(Task):
     metrics = ("acc",)
 
     def description(self, doc):
-        return f"The following are multiple choice questions (with answers) about {doc['subject'].replace('_', ' ')}.\n\n"
+        return (
+            f"The following are multiple choice questions (with answers) about {doc['subject'].replace('_', ' ')}.\n\n"
+        )
 
     def doc_to_text(self, doc):
         c = doc["choices"]
@@ -29,5 +32,10 @@ class MMLU(Task):
         return [d for d in pool if d["subject"] == doc["subject"]][:k]
 
     def from_hub(self, row, index):
-        return {"id": f"{row['subject']}-{index}", "subject": row["subject"], "question": row["question"],
-                "choices": list(row["choices"]), "answer": int(row["answer"])}
+        return {
+            "id": f"{row['subject']}-{index}",
+            "subject": row["subject"],
+            "question": row["question"],
+            "choices": list(row["choices"]),
+            "answer": int(row["answer"]),
+        }

@@ -23,6 +23,7 @@ PRIMER = (
 
 class TruthfulQAMC2(Task):
     name = "truthfulqa_mc2"
+    title = "TruthfulQA"
     folder = "truthfulqa"
     default_fewshot = 0
     required = ("id", "question", "mc2_targets")
@@ -53,6 +54,9 @@ class TruthfulQAMC2(Task):
 
     def from_hub(self, row, index):
         mc1, mc2 = row["mc1_targets"], row["mc2_targets"]
-        return {"id": f"truthfulqa-{index}", "question": row["question"],
-                "mc1_targets": {"choices": list(mc1["choices"]), "labels": list(mc1["labels"])},
-                "mc2_targets": {"choices": list(mc2["choices"]), "labels": list(mc2["labels"])}}
+        return {
+            "id": f"truthfulqa-{index}",
+            "question": row["question"],
+            "mc1_targets": {"choices": list(mc1["choices"]), "labels": list(mc1["labels"])},
+            "mc2_targets": {"choices": list(mc2["choices"]), "labels": list(mc2["labels"])},
+        }

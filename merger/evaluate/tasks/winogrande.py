@@ -5,6 +5,7 @@ from merger.evaluate.tasks.base import FEWSHOT_DELIMITER, TARGET_DELIMITER, HubS
 
 class Winogrande(Task):
     name = "winogrande"
+    title = "Winogrande"
     folder = "winogrande"
     default_fewshot = 5  # used only where a few-shot pool exists
     required = ("id", "sentence", "option1", "option2", "answer")
@@ -33,5 +34,10 @@ class Winogrande(Task):
 
     def from_hub(self, row, index):
         answer = {"1": 0, "2": 1}.get(row["answer"], 0)
-        return {"id": f"winogrande-{index}", "sentence": row["sentence"], "option1": row["option1"],
-                "option2": row["option2"], "answer": answer}
+        return {
+            "id": f"winogrande-{index}",
+            "sentence": row["sentence"],
+            "option1": row["option1"],
+            "option2": row["option2"],
+            "answer": answer,
+        }

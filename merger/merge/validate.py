@@ -1,4 +1,4 @@
-"""Checks every candidate of a recipe before any work starts.
+"""Checks a candidate's mergekit config before any work starts, asking mergekit what it accepts.
 
 mergekit itself accepts some broken configs (a reversed passthrough layer range gives a model with a
 negative layer count) and fails others only after creating the output folder; each check here turns
@@ -7,16 +7,16 @@ such a config into one line naming the file, the field and the cause.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from pydantic import ValidationError
 
-from merger.errors import Problem, UserError
-from merger.model_info import ModelInfo, inspect_model, model_path
-from merger.recipe import Candidate, expand
+from merger.config.recipe import Candidate
+from merger.core.errors import Problem
+from merger.core.hf import ModelInfo, inspect_model, model_path
 
-DTYPES = {"float32", "float16", "bfloat16", "float64", "fp32", "fp16", "bf16"}
 SHAPE_KEYS = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads")
 
 
@@ -72,7 +72,9 @@ def _input_groups(merge: dict[str, Any]) -> Iterator[tuple[str, list[str], str |
         yield f"merge.slices.{i}.sources", paths, model_path(slice_base) if slice_base else None, ranges
 
 
-def check_candidate(candidate: Candidate, allow_pickle: bool = False, trust_remote_code: bool = False) -> Report:
+def check_merge(candidate: Candidate, allow_pickle: bool = False, trust_remote_code: bool = False) -> Report:
+    """Everything mergekit would fail on, or silently get wrong, as one line per fault."""
+    from mergekit.common import dtype_from_name
     from mergekit.config import MergeConfiguration
     from mergekit.merge_methods import registry
 
@@ -81,14 +83,6 @@ def check_candidate(candidate: Candidate, allow_pickle: bool = False, trust_remo
 
     def problem(name: str, cause: str) -> None:
         report.problems.append(Problem(file, name, cause))
-
-    if candidate.dpo is not None:
-        from merger.dpo import DPOSettings
-
-        try:
-            DPOSettings.parse(candidate.dpo, file)
-        except UserError as exc:
-            report.problems.extend(Problem(file, f"dpo.{p.field}", p.cause) for p in exc.problems)
 
     merge = candidate.merge
     try:
@@ -111,8 +105,10 @@ def check_candidate(candidate: Candidate, allow_pickle: bool = False, trust_remo
         return report
 
     dtype = merge.get("dtype")
-    if dtype is not None and dtype not in DTYPES:
-        problem("merge.dtype", f"unknown dtype '{dtype}'; use one of float32, float16, bfloat16")
+    try:
+        dtype_from_name(dtype)
+    except RuntimeError:
+        problem("merge.dtype", f"unknown dtype '{dtype}'; mergekit takes float32, float16, bfloat16")
 
     # Parameters: names the method knows, and the ones it can't do without.
     spec = method.spec
@@ -166,13 +162,20 @@ def check_candidate(candidate: Candidate, allow_pickle: bool = False, trust_remo
             n = infos[path].num_layers
             start, end = layer_range
             if not 0 <= start < end <= n:
-                problem(range_field, f"layer_range [{start}, {end}] is not inside '{path}' (layers 0..{n}, start < end)")
+                problem(
+                    range_field, f"layer_range [{start}, {end}] is not inside '{path}' (layers 0..{n}, start < end)"
+                )
         spans = {end - start for (_, (start, end)) in ranges}
         if len(spans) > 1:
             problem(group_field, f"sources cover different numbers of layers ({sorted(spans)}); they must match")
         if len(set(paths + ([base] if base else []))) > 1:
-            _check_shapes(group_field, [infos[p] for p in dict.fromkeys(paths + ([base] if base else []))],
-                          bool(merge.get("models")), tokenizer_given, problem)
+            _check_shapes(
+                group_field,
+                [infos[p] for p in dict.fromkeys(paths + ([base] if base else []))],
+                bool(merge.get("models")),
+                tokenizer_given,
+                problem,
+            )
 
     tokenizer_source = merge.get("tokenizer_source")
     if tokenizer_source == "base" and not merge.get("base_model"):
@@ -198,55 +201,20 @@ def _check_shapes(group_field: str, infos: list[ModelInfo], whole_models: bool, 
             continue
         va, vb = first.config.get("vocab_size"), other.config.get("vocab_size")
         if va != vb:
-            problem(group_field, f"vocab_size differs ({first.ref}: {va}, {other.ref}: {vb}); "
-                                 "add tokenizer_source (e.g. union) or a tokenizer section")
+            problem(
+                group_field,
+                f"vocab_size differs ({first.ref}: {va}, {other.ref}: {vb}); "
+                "add tokenizer_source (e.g. union) or a tokenizer section",
+            )
         ta, tb = first.tokenizer, other.tokenizer
         if ta and tb and ta.special_tokens != tb.special_tokens:
-            diff = sorted(k for k in set(ta.special_tokens) | set(tb.special_tokens)
-                          if ta.special_tokens.get(k) != tb.special_tokens.get(k))
-            problem(group_field, f"special tokens differ between {first.ref} and {other.ref} ({', '.join(diff)}); "
-                                 "add tokenizer_source or a tokenizer section")
-
-
-def validate_recipes(paths: list[str], allow_pickle: bool = False, trust_remote_code: bool = False
-                     ) -> tuple[list[Candidate], Report]:
-    """Expand and check every recipe; gather all problems rather than stopping at the first."""
-    candidates: list[Candidate] = []
-    report = Report()
-    for path in paths:
-        try:
-            found = expand(path)
-        except UserError as exc:
-            report.problems.extend(exc.problems)
-            continue
-        results = [(c, check_candidate(c, allow_pickle, trust_remote_code)) for c in found]
-        report.problems.extend(_label(results, "problems"))
-        report.notes.extend(_label(results, "notes"))
-        candidates.extend(found)
-    return candidates, report
-
-
-def _label(results: list[tuple[Candidate, Report]], kind: str) -> list[Problem]:
-    """Report a fault shared by every sweep point once; name the point only where it is that point's own."""
-    counts: dict[tuple[str, str], int] = {}
-    for _, report in results:
-        for p in getattr(report, kind):
-            counts[(p.field, p.cause)] = counts.get((p.field, p.cause), 0) + 1
-    labelled, done = [], set()
-    for candidate, report in results:
-        for p in getattr(report, kind):
-            key = (p.field, p.cause)
-            if counts[key] == len(results):
-                if key not in done:
-                    labelled.append(p)
-                    done.add(key)
-            else:
-                labelled.append(Problem(p.file, candidate.field(p.field), p.cause))
-    return labelled
-
-
-def require_valid(paths: list[str], allow_pickle: bool = False, trust_remote_code: bool = False) -> list[Candidate]:
-    candidates, report = validate_recipes(paths, allow_pickle, trust_remote_code)
-    if report.problems:
-        raise UserError(report.problems)
-    return candidates
+            diff = sorted(
+                k
+                for k in set(ta.special_tokens) | set(tb.special_tokens)
+                if ta.special_tokens.get(k) != tb.special_tokens.get(k)
+            )
+            problem(
+                group_field,
+                f"special tokens differ between {first.ref} and {other.ref} ({', '.join(diff)}); "
+                "add tokenizer_source or a tokenizer section",
+            )

@@ -1,4 +1,4 @@
-"""Write-then-rename output folders, so a killed run never leaves a half-written folder at the target."""
+"""Write-then-rename outputs, so a killed run never leaves a half-written folder or file at the target."""
 
 from __future__ import annotations
 
@@ -9,10 +9,19 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from merger.core.errors import UserError
+
 
 def temp_dir_beside(target: Path) -> Path:
     """A fresh folder on the same filesystem as target, so the final rename is atomic."""
     return target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+
+
+def ensure_target_free(out: Path, force: bool) -> None:
+    """Refuse to replace a non-empty output folder unless asked to, before any work starts."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
+        raise UserError.one(str(out), "--out", "exists and is not empty; pass --force to replace it")
 
 
 @contextlib.contextmanager

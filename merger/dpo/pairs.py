@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from merger.errors import UserError
+from merger.core.errors import UserError
 
 COLUMNS = ("prompt", "chosen", "rejected")
 
@@ -69,8 +69,11 @@ def read_rows(source: str) -> list[dict[str, Any]]:
         try:
             rows = [dict(r) for r in datasets.load_dataset(source, split="train")]
         except Exception as exc:  # datasets raises many types, all meaning 'not available here'
-            raise UserError.one(source, "--data", f"not a local file, and the hub dataset could not be loaded "
-                                f"({str(exc).splitlines()[0]})") from None
+            raise UserError.one(
+                source,
+                "--data",
+                f"not a local file, and the hub dataset could not be loaded ({str(exc).splitlines()[0]})",
+            ) from None
     if not rows:
         raise UserError.one(source, "--data", "holds no preference pairs")
     missing = [c for c in COLUMNS if c not in rows[0]]
@@ -110,8 +113,12 @@ def normalize(rows: list[dict[str, Any]], source: str) -> tuple[list[Pair], Pair
         prompt = _messages(row.get("prompt"), "user")
         chosen, rejected = _completion(row.get("chosen")), _completion(row.get("rejected"))
         if prompt is None or chosen is None or rejected is None:
-            raise UserError.one(source, f"row {number}", "prompt, chosen and rejected must be strings or chat "
-                                "message lists (chosen and rejected ending with an assistant message)")
+            raise UserError.one(
+                source,
+                f"row {number}",
+                "prompt, chosen and rejected must be strings or chat "
+                "message lists (chosen and rejected ending with an assistant message)",
+            )
         system = row.get("system")
         if system and prompt[0]["role"] != "system":
             prompt = [{"role": "system", "content": str(system)}] + prompt

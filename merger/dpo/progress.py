@@ -4,14 +4,12 @@ record of each step)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from transformers import TrainerCallback
 
-KEYS = ("loss", "rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected", "learning_rate",
-        "logps/chosen", "logps/rejected")
+from merger.config.results import TrainLogRecord
 
 
 class MetricsLog(TrainerCallback):
@@ -20,26 +18,32 @@ class MetricsLog(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:
-            record = {"step": state.global_step, **{k: logs[k] for k in KEYS if k in logs}}
+            record = TrainLogRecord.model_validate({"step": state.global_step, **logs})
             with self.path.open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
+                handle.write(record.model_dump_json(exclude_none=True) + "\n")
 
 
-def read_metrics(path: Path) -> list[dict]:
+def read_metrics(path: Path) -> list[TrainLogRecord]:
+    """Every step once: a resumed run appends, and the last record of a step wins."""
     if not Path(path).exists():
         return []
-    by_step: dict[int, dict] = {}
+    by_step: dict[int, TrainLogRecord] = {}
     for line in Path(path).read_text(encoding="utf-8").splitlines():
         if line.strip():
-            record = json.loads(line)
-            by_step[record["step"]] = record
+            record = TrainLogRecord.model_validate_json(line)
+            by_step[record.step] = record
     return [by_step[s] for s in sorted(by_step)]
 
 
 class RichProgress(TrainerCallback):
     def __init__(self) -> None:
-        self.progress = Progress(TextColumn("DPO"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                 TextColumn("{task.fields[status]}"))
+        self.progress = Progress(
+            TextColumn("DPO"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[status]}"),
+        )
         self.bar = None
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -48,8 +52,10 @@ class RichProgress(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self.bar is not None and logs and "loss" in logs:
-            status = (f"loss {logs['loss']:.4f}  reward acc {logs.get('rewards/accuracies', float('nan')):.2f}  "
-                      f"margin {logs.get('rewards/margins', float('nan')):.3f}")
+            status = (
+                f"loss {logs['loss']:.4f}  reward acc {logs.get('rewards/accuracies', float('nan')):.2f}  "
+                f"margin {logs.get('rewards/margins', float('nan')):.3f}"
+            )
             self.progress.update(self.bar, completed=state.global_step, status=status)
 
     def on_train_end(self, args, state, control, **kwargs):

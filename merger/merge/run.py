@@ -2,35 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import shutil
 from pathlib import Path
 
 import yaml
 
-from merger.atomic import atomic_output_dir
-from merger.device import resolve_device
-from merger.errors import UserError
-from merger.recipe import Candidate
-
-
-SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)B?\s*$", re.IGNORECASE)
-UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
-
-
-def parse_size(text: str) -> int:
-    """'5GB' -> 5_000_000_000 bytes, decimal units as the Hub's `max_shard_size` uses them."""
-    match = SIZE.match(text)
-    if not match:
-        raise UserError.one("--shard-size", "", f"'{text}' is not a size like 5GB or 500MB")
-    return int(float(match.group(1)) * UNITS[match.group(2).upper()])
-
-
-def ensure_target_free(out: Path, force: bool) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-        raise UserError.one(str(out), "--out", "exists and is not empty; pass --force to replace it")
+from merger.config.recipe import Candidate
+from merger.core.atomic import atomic_output_dir, ensure_target_free
+from merger.core.device import resolve_device
+from merger.core.hf import parse_size
 
 
 def merge_to_disk(
@@ -78,9 +59,7 @@ def write_provenance(candidate: Candidate, folder: Path) -> None:
     """Keep the recipe and the resolved candidate beside the weights, so every output says how it was made."""
     shutil.copyfile(candidate.recipe_path, folder / "merger_recipe.yaml")
     (folder / "mergekit_config.yml").write_text(yaml.safe_dump(candidate.merge, sort_keys=False), encoding="utf-8")
-    (folder / "merger_candidate.json").write_text(
-        json.dumps(candidate.model_dump(), indent=2, default=str) + "\n", encoding="utf-8"
-    )
+    (folder / "merger_candidate.json").write_text(candidate.model_dump_json(indent=2) + "\n", encoding="utf-8")
 
 
 def merge_in_memory(candidate: Candidate, *, device: str = "cpu", trust_remote_code: bool = False):
@@ -104,30 +83,36 @@ def merge_in_memory(candidate: Candidate, *, device: str = "cpu", trust_remote_c
     if candidate.merge.get("tokenizer_source") or candidate.merge.get("tokenizer"):
         raise ValueError("vocabulary surgery (tokenizer_source / tokenizer) is only supported by merge_to_disk")
     config = MergeConfiguration.model_validate(candidate.merge)
-    options = MergeOptions(device=resolve_device(device), trust_remote_code=trust_remote_code or
-                           candidate.trust_remote_code, quiet=True)
+    options = MergeOptions(
+        device=resolve_device(device), trust_remote_code=trust_remote_code or candidate.trust_remote_code, quiet=True
+    )
     arch = get_architecture_info(config, options)
     LoaderCache().setup(options=options)
     out_config = _model_out_config(config, arch, trust_remote_code=options.trust_remote_code)
     planner = MergePlanner(config, arch, options=options, out_model_config=out_config)
     planner._plan()
-    targets = [ReturnTensor.model_construct(weight_info=w, tensor_task=t, dtype=w.force_dtype or config.out_dtype)
-               for w, t in planner._tensors]
+    targets = [
+        ReturnTensor.model_construct(weight_info=w, tensor_task=t, dtype=w.force_dtype or config.out_dtype)
+        for w, t in planner._tensors
+    ]
     tensors = {}
     for task, value in Executor(targets=targets, math_device=options.device, storage_device="cpu").run(quiet=True):
         if isinstance(task, ReturnTensor):
             tensors[task.weight_info.name] = value.contiguous()
     dtype = next(iter(tensors.values())).dtype
     with no_init_weights():  # every weight is overwritten below; random init would only cost time
-        model = AutoModelForCausalLM.from_config(out_config, dtype=dtype,
-                                                 trust_remote_code=options.trust_remote_code)
+        model = AutoModelForCausalLM.from_config(out_config, dtype=dtype, trust_remote_code=options.trust_remote_code)
     missing, unexpected = model.load_state_dict(tensors, strict=False, assign=True)
-    if unexpected or (set(missing) - {"lm_head.weight"}) or ("lm_head.weight" in missing and
-                                                             not out_config.tie_word_embeddings):
+    if (
+        unexpected
+        or (set(missing) - {"lm_head.weight"})
+        or ("lm_head.weight" in missing and not out_config.tie_word_embeddings)
+    ):
         raise RuntimeError(f"in-memory merge does not fit the model: missing {missing}, unexpected {unexpected}")
     model.tie_weights()
     model = model.to(options.device).eval()
     donor = config.base_model or config.referenced_models()[0]
-    tokenizer = AutoTokenizer.from_pretrained(donor.model.path, revision=donor.model.revision,
-                                              trust_remote_code=options.trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(
+        donor.model.path, revision=donor.model.revision, trust_remote_code=options.trust_remote_code
+    )
     return model, tokenizer

@@ -9,19 +9,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from merger.card import front_matter
+from merger.core.hf import front_matter, pickled_files, require_model_folder
+from merger.publish.card import inputs_of
 
-PICKLES = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
-PROMPTS = ["What is the capital of France? Answer in one short sentence.",
-           "Name three primary colors, briefly.",
-           "Write one sentence about the sea."]
+PROMPTS = [
+    "What is the capital of France? Answer in one short sentence.",
+    "Name three primary colors, briefly.",
+    "Write one sentence about the sea.",
+]
 MAX_NEW_TOKENS = 64
 
 
 @dataclass
 class Check:
     name: str
-    status: str   # pass, fail, skip
+    status: str  # pass, fail, skip
     detail: str
 
 
@@ -44,7 +46,7 @@ def run_checks(model_dir: Path) -> list[Check]:
     from safetensors import safe_open
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model_dir = Path(model_dir)
+    model_dir = require_model_folder(Path(model_dir), weights=False, tokenizer=False)
     checks: list[Check] = []
 
     def add(name: str, ok: bool | None, detail: str) -> bool:
@@ -52,10 +54,16 @@ def run_checks(model_dir: Path) -> list[Check]:
         return bool(ok)
 
     weights = sorted(model_dir.glob("*.safetensors"))
-    pickles = [p.name for pattern in PICKLES for p in model_dir.glob(pattern)]
-    safe = add("safetensors only", bool(weights) and not pickles,
-               f"{len(weights)} safetensors file(s)" if weights and not pickles else
-               f"pickled weights present: {', '.join(pickles)}" if pickles else "no safetensors weights")
+    pickles = pickled_files(model_dir)
+    safe = add(
+        "safetensors only",
+        bool(weights) and not pickles,
+        f"{len(weights)} safetensors file(s)"
+        if weights and not pickles
+        else f"pickled weights present: {', '.join(pickles)}"
+        if pickles
+        else "no safetensors weights",
+    )
 
     finite = None
     if safe:
@@ -104,40 +112,58 @@ def run_checks(model_dir: Path) -> list[Check]:
 
     if tokenizer is not None and tokenizer.chat_template:
         try:
-            rendered = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
-                                                     add_generation_prompt=True)
+            rendered = tokenizer.apply_chat_template(
+                [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
+            )
             add("chat template renders", bool(rendered), f"{len(rendered)} characters")
         except Exception as exc:  # a broken template is the finding itself
             add("chat template renders", False, str(exc).splitlines()[0])
     else:
-        add("chat template renders", False if tokenizer is not None else None,
-            "no chat template" if tokenizer is not None else "skipped: no tokenizer")
+        add(
+            "chat template renders",
+            False if tokenizer is not None else None,
+            "no chat template" if tokenizer is not None else "skipped: no tokenizer",
+        )
 
     card = front_matter(model_dir / "README.md")
     missing = [k for k in ("license", "model-index") if not card.get(k)]
     if (model_dir / "mergekit_config.yml").exists() and "merge" not in (card.get("tags") or []):
         missing.append("the 'merge' tag")
-    add("model card", not missing, "README.md lacks " + ", ".join(missing) if missing else
-        f"license {card['license']}, {len(card['model-index'][0].get('results', []))} result(s)")
+    add(
+        "model card",
+        not missing,
+        "README.md lacks " + ", ".join(missing)
+        if missing
+        else f"license {card['license']}, {len(card['model-index'][0].get('results', []))} result(s)",
+    )
 
     if model is not None:
         params = sum(p.numel() for p in model.parameters())
         dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()})
         note = _tie_note(model_dir, model)
-        add("parameters and precision", note is None,
-            note or f"{params / 1e6:.1f}M parameters, stored as {_stored_dtype(weights)}, loaded as {', '.join(dtypes)}")
+        add(
+            "parameters and precision",
+            note is None,
+            note
+            or f"{params / 1e6:.1f}M parameters, stored as {_stored_dtype(weights)}, loaded as {', '.join(dtypes)}",
+        )
     else:
         add("parameters and precision", None, "skipped: model did not load")
 
     if model is not None and tokenizer is not None and tokenizer.chat_template and finite:
         findings = []
         for prompt in PROMPTS:
-            ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                                return_tensors="pt", return_dict=True)["input_ids"]
+            ids = tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+            )["input_ids"]
             with torch.inference_mode():
-                out = model.generate(ids, max_new_tokens=MAX_NEW_TOKENS, do_sample=False,
-                                     pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
-            new = out[0, ids.shape[1]:]
+                out = model.generate(
+                    ids,
+                    max_new_tokens=MAX_NEW_TOKENS,
+                    do_sample=False,
+                    pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+                )
+            new = out[0, ids.shape[1] :]
             ended = tokenizer.eos_token_id in new.tolist()
             reason = degenerate(tokenizer.decode(new, skip_special_tokens=True), ended)
             if reason:
@@ -160,8 +186,6 @@ def _tie_note(model_dir: Path, model) -> str | None:
     """An lm_head untied by mistake doubles the embedding's parameters; compare with the inputs."""
     import json
 
-    from merger.card import inputs_of
-
     tied_inputs = []
     for ref in inputs_of(model_dir):
         config = Path(ref) / "config.json"
@@ -170,4 +194,3 @@ def _tie_note(model_dir: Path, model) -> str | None:
     if tied_inputs and all(tied_inputs) and not model.config.tie_word_embeddings:
         return "lm_head is untied although every input ties it to the embedding"
     return None
-

@@ -1,0 +1,267 @@
+"""The files merger writes, as typed models: every reader parses them through these, never by key.
+
+- `merger_candidate.json` is `recipe.Candidate`;
+- `merger_dpo.json` is `DPORun`, `dpo_metrics.jsonl` one `TrainLogRecord` a line;
+- `merger eval --json` is `EvalSummary` (a `TaskScore` per task), `--items` one `ItemRecord` a line;
+- `merger_scores.json` (what a card publishes) is `Scores`;
+- `sweep.json` is `SweepMeta`, `leaderboard.json` a list of `LeaderboardRow`;
+- the journal's rows are `CandidateRow`, `StageRow` and `ItemRow`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
+
+from merger.config.dpo import DPOSettings
+from merger.config.recipe import EvalSettings, SelectSettings
+
+
+# --- DPO -------------------------------------------------------------------------------------------------------
+class PairData(BaseModel):
+    """What was read from the preference data and what was kept."""
+
+    source: str = Field(description="The data as given: a file or a hub dataset id.")
+    fingerprint: str = Field(description="SHA-256 (16 hex digits) of every row read: identifies the exact data.")
+    pairs_read: int = Field(description="Rows in the data.")
+    pairs_used: int = Field(description="Pairs trained on.")
+    dropped: dict[str, int] = Field(default_factory=dict, description="Pairs dropped, by reason.")
+    truncated: int = Field(0, description="Pairs over max_length left for trl to truncate.")
+    contamination_examples: list[dict[str, Any]] = Field(
+        default_factory=list, description="Up to 20 contaminated pairs: row, task and item matched."
+    )
+
+
+class Decontamination(BaseModel):
+    """13-gram overlap between the preference pairs and the eval tasks' test items."""
+
+    checked: int = Field(0, description="Pairs checked.")
+    matched: int = Field(0, description="Pairs sharing a 13-gram with a test item.")
+    dropped: int = Field(0, description="Matched pairs dropped (with decontaminate).")
+    against: list[str] = Field(default_factory=list, description="Tasks checked against.")
+    by_task: dict[str, int] = Field(default_factory=dict, description="Matched pairs per task.")
+
+
+class DPORun(BaseModel):
+    """`merger_dpo.json`: how a model was refined."""
+
+    base_model: str = Field(description="The folder that was refined.")
+    settings: DPOSettings = Field(description="The settings, defaults filled in.")
+    learning_rate: float = Field(description="The learning rate used (settings.lr, or its default).")
+    device: str = Field(description="cpu or cuda.")
+    steps: int = Field(description="Optimizer steps taken.")
+    train_runtime: float | None = Field(None, description="Seconds trl spent training.")
+    data: PairData = Field(description=PairData.__doc__)
+    decontamination: Decontamination = Field(description=Decontamination.__doc__)
+
+
+class TrainLogRecord(BaseModel):
+    """One logging step of `dpo_metrics.jsonl` (trl's names; a resumed run appends, readers keep the last)."""
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    step: int = Field(description="Optimizer step.")
+    loss: float = Field(description="DPO loss.")
+    accuracies: float | None = Field(None, alias="rewards/accuracies", description="Share of pairs ranked right.")
+    margins: float | None = Field(None, alias="rewards/margins", description="Chosen minus rejected reward.")
+    chosen: float | None = Field(None, alias="rewards/chosen", description="Reward of the chosen completions.")
+    rejected: float | None = Field(None, alias="rewards/rejected", description="Reward of the rejected ones.")
+    learning_rate: float | None = Field(None, description="Learning rate at this step.")
+    logps_chosen: float | None = Field(None, alias="logps/chosen", description="Log-probability of chosen.")
+    logps_rejected: float | None = Field(None, alias="logps/rejected", description="Log-probability of rejected.")
+
+
+# --- evaluation ------------------------------------------------------------------------------------------------
+_SCORE_FIELDS = ("n", "num_fewshot", "seconds", "primary", "dataset", "dataset_config", "split", "title")
+
+
+class TaskScore(BaseModel):
+    """One task's summary; metric names are lm-eval's (truthfulqa_mc2's mc2 is its `acc`). Written flat:
+    `{"acc": .., "acc_stderr": .., "n": .., "num_fewshot": .., "seconds": .., "primary": ..}`."""
+
+    metrics: dict[str, float] = Field(description="Metric -> mean over the items.")
+    stderr: dict[str, float] = Field(description="Metric -> lm-eval's mean_stderr.")
+    primary: str = Field(description="The metric a sweep compares candidates on.")
+    n: int = Field(description="Items scored.")
+    num_fewshot: int = Field(description="Shots.")
+    seconds: float = Field(description="Scoring time.")
+    dataset: str | None = Field(None, description="The hub dataset the task's items come from.")
+    dataset_config: str | None = Field(None, description="Its configuration, if any.")
+    split: str | None = Field(None, description="Its split.")
+    title: str | None = Field(None, description="The benchmark's name, for cards.")
+
+    @model_serializer
+    def _flat(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(self.metrics)
+        out.update({f"{k}_stderr": v for k, v in self.stderr.items()})
+        out.update(n=self.n, num_fewshot=self.num_fewshot, seconds=round(self.seconds, 3), primary=self.primary)
+        out.update(
+            {
+                k: getattr(self, k)
+                for k in ("dataset", "dataset_config", "split", "title")
+                if getattr(self, k) is not None
+            }
+        )
+        return out
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_flat(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "metrics" in data:
+            return data
+        fields = {k: data[k] for k in _SCORE_FIELDS if k in data}
+        numbers = {k: v for k, v in data.items() if k not in _SCORE_FIELDS}
+        fields["metrics"] = {k: v for k, v in numbers.items() if not k.endswith("_stderr")}
+        fields["stderr"] = {k.removesuffix("_stderr"): v for k, v in numbers.items() if k.endswith("_stderr")}
+        return fields
+
+
+class EvalSummary(BaseModel):
+    """`merger eval --json`, and the result of a sweep's eval stage."""
+
+    tasks: dict[str, TaskScore] = Field(default_factory=dict, description="Task -> its scores.")
+
+
+class ItemRecord(BaseModel):
+    """One scored item (`merger eval --items`, the journal's item records), for paired comparisons."""
+
+    task: str = Field(description="Task name.")
+    id: str = Field(description="The item's id in its data.")
+    lls: list[float] | None = Field(None, description="Log-likelihood of each choice.")
+    acc: float | None = Field(None, description="1 when the likeliest choice is right.")
+    acc_norm: float | None = Field(None, description="1 when the likeliest choice per character is right.")
+    mc2: float | None = Field(None, description="TruthfulQA's mc2: probability mass on true answers.")
+    exact_match: float | None = Field(None, description="GSM8K strict-match exact match.")
+    exact_match_flexible: float | None = Field(None, description="GSM8K flexible-extract exact match.")
+    generation: str | None = Field(None, description="The generated text, for generation tasks.")
+
+
+class EvalReport(EvalSummary):
+    """A scoring run: the summary and every item."""
+
+    items: list[ItemRecord] = Field(default_factory=list, description="Every scored item.")
+
+    def summary(self) -> EvalSummary:
+        return EvalSummary(tasks=self.tasks)
+
+
+class TaskResult(BaseModel):
+    """One published score."""
+
+    metric: str = Field(description="The task's headline metric.")
+    value: float = Field(description="Its mean over the items.")
+    stderr: float | None = Field(None, description="Standard error of the mean.")
+    n: int = Field(description="Items it was measured on.")
+    num_fewshot: int = Field(description="Shots.")
+    dataset: str | None = Field(None, description=TaskScore.model_fields["dataset"].description)
+    dataset_config: str | None = Field(None, description=TaskScore.model_fields["dataset_config"].description)
+    split: str | None = Field(None, description=TaskScore.model_fields["split"].description)
+    title: str | None = Field(None, description=TaskScore.model_fields["title"].description)
+
+
+class Scores(BaseModel):
+    """`merger_scores.json`: the scores a card publishes, and which items they were measured on."""
+
+    tasks: dict[str, TaskResult] = Field(description="Task -> its published score.")
+    items: Literal["report", "select", "eval"] = Field(
+        description="report: items disjoint from those the model was "
+        "selected on; select: the items it was chosen on; eval: a "
+        "`merger eval` run that chose nothing."
+    )
+    sweep: str | None = Field(None, description="The sweep folder the scores come from.")
+    candidate: str | None = Field(None, description="The candidate id in that sweep.")
+    source: str | None = Field(None, description="The `merger eval --json` file the scores come from.")
+
+    @classmethod
+    def from_eval(cls, summary: EvalSummary, source: str) -> Scores:
+        return cls(
+            items="eval",
+            source=source,
+            tasks={
+                name: TaskResult(
+                    metric=t.primary,
+                    value=t.metrics[t.primary],
+                    stderr=t.stderr.get(t.primary),
+                    n=t.n,
+                    num_fewshot=t.num_fewshot,
+                    dataset=t.dataset,
+                    dataset_config=t.dataset_config,
+                    split=t.split,
+                    title=t.title,
+                )
+                for name, t in summary.tasks.items()
+            },
+        )
+
+
+# --- sweeps ----------------------------------------------------------------------------------------------------
+class SweepCandidate(BaseModel):
+    recipe: str = Field(description="The recipe file.")
+    params: dict[str, Any] = Field(description="The sweep point.")
+
+
+class SweepMeta(BaseModel):
+    """`sweep.json`: how the sweep scored and selected, and its candidates."""
+
+    metric: str = Field(description="The selection metric.")
+    eval: EvalSettings = Field(description="What every candidate was scored on.")
+    select: SelectSettings = Field(description="How the winner was chosen.")
+    candidates: dict[str, SweepCandidate] = Field(description="Candidate id -> where it came from.")
+
+
+class Reported(BaseModel):
+    tasks: dict[str, float] = Field(description="Task -> mean on the report items.")
+    n_items: int = Field(description="Report items scored.")
+    note: str = Field(
+        "scored on items disjoint from those used to select this candidate", description="What these items are."
+    )
+
+
+class LeaderboardRow(BaseModel):
+    """One candidate in `leaderboard.json`, best first."""
+
+    id: str = Field(description="Candidate id.")
+    recipe: str = Field(description="Its recipe file.")
+    params: dict[str, Any] = Field(description="Its sweep point.")
+    score: float = Field(description="The selection metric on the selection items.")
+    ci: tuple[float, float] = Field(description="Bootstrap 95% confidence interval of the score.")
+    tied_with_best: bool = Field(description="No significant difference from the best (paired bootstrap).")
+    p_vs_best: float = Field(description="Two-sided paired bootstrap p-value against the best.")
+    tasks: dict[str, float] = Field(description="Task -> mean on the selection items.")
+    n_items: int = Field(description="Selection items scored.")
+    reported: Reported | None = Field(None, description="The winner's score on disjoint report items.")
+
+
+class CandidateRow(BaseModel):
+    """The journal's record of a candidate."""
+
+    id: str = Field(description="Candidate id.")
+    recipe: str = Field(description="Its recipe file.")
+    params: dict[str, Any] = Field(description="Its sweep point.")
+    config: dict[str, Any] = Field(description="The resolved merge and dpo sections.")
+
+
+class StageRow(BaseModel):
+    """The journal's record of one stage of one candidate."""
+
+    candidate: str = Field(description="Candidate id.")
+    stage: str = Field(description="merge, dpo, save, or eval-<split>-<settings>-<offset>-<limit>.")
+    status: Literal["running", "done"] = Field(description="'running' from start until committed.")
+    started: float | None = Field(None, description="Unix time of the last start.")
+    finished: float | None = Field(None, description="Unix time it finished.")
+    seconds: float | None = Field(None, description="How long the last run took.")
+    path: str | None = Field(None, description="What it wrote, if anything.")
+    result: Any = Field(None, description="What it returned (an EvalSummary, a DPORun, ...).")
+    runs: int = Field(0, description="Times it was started: more than 1 means it was redone.")
+
+
+class ItemRow(BaseModel):
+    """The journal's record of one scored item."""
+
+    split: str = Field(description="select or report.")
+    task: str = Field(description="Task name.")
+    item: str = Field(description="Item id.")
+    position: int = Field(description="Its place in the seeded item order.")
+    value: float = Field(description="Its headline metric.")
+    record: ItemRecord = Field(description="Everything measured on it.")

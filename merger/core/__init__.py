@@ -1,0 +1,1 @@
+"""What every stage stands on: user errors, atomic writes, Hugging Face folder facts, devices, logs."""

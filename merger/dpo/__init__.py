@@ -1,0 +1,1 @@
+"""The DPO stage: preference data checked and decontaminated, trained with trl, merged back."""

@@ -1,0 +1,1 @@
+"""The eval stage: tasks, scoring with the shared context run once, reports."""

@@ -1,0 +1,78 @@
+"""Command-line flags generated from a settings model, as mergekit generates its flags from its options model:
+one option set, one set of defaults and one help text for the flag and the recipe."""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from collections.abc import Callable
+
+import typer
+from pydantic import BaseModel, ValidationError
+
+from merger.core.errors import Problem, UserError, problems_from
+
+
+def _cli_type(annotation) -> tuple[type, bool]:
+    """(the flag's type, whether a comma-separated value becomes a list) for a settings field's annotation."""
+    members = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    if any(typing.get_origin(m) is list for m in members):
+        return str | None, True
+    if typing.get_origin(annotation) is typing.Literal:
+        return str, False
+    return (members[0] | None if type(None) in members else annotation), False
+
+
+def settings_options(
+    model: type[BaseModel], command: str = "merger dpo"
+) -> tuple[list[inspect.Parameter], Callable[[dict], BaseModel]]:
+    """Flags generated from a settings model (one option set, one set of defaults, for the flag and the recipe), and
+    how to build the model from their values."""
+    params, lists = [], set()
+    for name, info in model.model_fields.items():
+        kind, is_list = _cli_type(info.annotation)
+        lists |= {name} if is_list else set()
+        default = (
+            ... if info.is_required() else (info.default if not is_list or isinstance(info.default, str) else None)
+        )
+        option = typer.Option(default, "--" + name.replace("_", "-"), help=info.description)
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind))
+
+    def build(values: dict) -> BaseModel:
+        given = {k: v for k, v in values.items() if k in model.model_fields and v is not None}
+        for name in lists & set(given):
+            text = given[name]
+            given[name] = (
+                text
+                if "," not in text and str in typing.get_args(model.model_fields[name].annotation)
+                else [part.strip() for part in text.split(",") if part.strip()]
+            )
+        try:
+            return model.model_validate(given)
+        except ValidationError as exc:
+            raise UserError(
+                [Problem(p.file, "--" + p.field.replace("_", "-"), p.cause) for p in problems_from(exc, command)]
+            ) from None
+
+    return params, build
+
+
+def with_settings_flags(fn: Callable, model: type[BaseModel]) -> Callable[[dict], BaseModel]:
+    """Give `fn` (whose `**settings` collects them) one flag per field of `model`; returns how to build the model."""
+    params, build = settings_options(model)
+    own = [p for p in inspect.signature(fn).parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    fn.__signature__ = inspect.Signature(own + params)
+    return build
+
+
+def parse_fewshot(value: str | None) -> int | dict[str, int] | None:
+    """`5` for every task, or `arc_challenge=25,hellaswag=10` per task."""
+    if value is None:
+        return None
+    try:
+        if "=" not in value:
+            return int(value)
+        return {k.strip(): int(v) for k, v in (part.split("=", 1) for part in value.split(","))}
+    except ValueError:
+        raise UserError.one("--num-fewshot", "", f"'{value}' is not a number or task=number list") from None

@@ -1,0 +1,1 @@
+"""The merge stage: mergekit configs checked against mergekit, merged to disk or in memory."""

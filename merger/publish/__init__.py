@@ -1,0 +1,1 @@
+"""Submission prep: model cards, licenses, upload-ready exports, preflight checks."""

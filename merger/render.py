@@ -1,0 +1,74 @@
+"""How the CLI shows typed results: rich tables, one function per result type."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from merger.config.recipe import Candidate, input_models, output_layers
+from merger.config.results import DPORun
+from merger.publish.preflight import Check
+from merger.sweep.plan import SweepPlan
+
+
+def candidates_table(candidates: list[Candidate], extra: dict[str, list[str]] | None = None) -> Table:
+    table = Table(title="Candidates")
+    for column in ("recipe", "id", "method", "sweep point", "models", "layers", *(extra or {})):
+        table.add_column(column)
+    for i, c in enumerate(candidates):
+        point = ", ".join(f"{k}={json.dumps(v)}" for k, v in c.params.items()) or "-"
+        table.add_row(
+            Path(c.recipe_path).name,
+            c.id,
+            c.merge.get("merge_method", "?"),
+            point,
+            str(len(input_models(c.merge))),
+            str(output_layers(c.merge) or "as inputs"),
+            *(values[i] for values in (extra or {}).values()),
+        )
+    return table
+
+
+def show_configs(console: Console, candidates: list[Candidate]) -> None:
+    for c in candidates:
+        console.rule(f"{c.id}  ({Path(c.recipe_path).name})")
+        console.print(yaml.safe_dump(c.merge, sort_keys=False).rstrip(), markup=False, highlight=False)
+
+
+def plan(console: Console, p: SweepPlan) -> None:
+    console.print(
+        candidates_table(p.candidates, {"stages": p.stages, "disk if kept": [f"{b / 1e9:.2f} GB" for b in p.disk]})
+    )
+    console.print(
+        f"eval: {', '.join(p.eval.tasks)} on {p.eval.limit or 'all'} items; select: {p.select.metric}, "
+        f"{p.select.strategy}, keep {p.keep}"
+    )
+
+
+def dpo_table(run: DPORun, out: Path) -> Table:
+    table = Table(title=f"DPO -> {out}")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    data, contamination = run.data, run.decontamination
+    table.add_row("pairs read / used", f"{data.pairs_read} / {data.pairs_used}")
+    for reason, count in data.dropped.items():
+        table.add_row(f"dropped: {reason}", str(count))
+    table.add_row("truncated", str(data.truncated))
+    table.add_row("contaminated (13-gram) / dropped", f"{contamination.matched} / {contamination.dropped}")
+    table.add_row("checked against", ", ".join(contamination.against))
+    table.add_row("steps", str(run.steps))
+    return table
+
+
+def checks_table(checks: list[Check], model_dir: Path) -> Table:
+    table = Table(title=f"Preflight: {model_dir}")
+    for column in ("check", "result", "detail"):
+        table.add_column(column)
+    colors = {"pass": "green", "fail": "red", "skip": "yellow"}
+    for check in checks:
+        table.add_row(check.name, f"[{colors[check.status]}]{check.status}[/]", check.detail)
+    return table

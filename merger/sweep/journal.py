@@ -1,0 +1,171 @@
+"""The sweep journal: one SQLite database (WAL) per sweep folder, the single source of truth for resuming.
+
+A stage is 'running' from its start until its result is committed; a stage found 'running' at start-up was
+interrupted (even by SIGKILL) and is redone from clean. Finished stages are never redone. A lock file stops
+two sweeps from writing one journal.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from merger.config.recipe import Candidate
+from merger.config.results import CandidateRow, ItemRow, StageRow
+from merger.core.errors import UserError
+
+FILES = ("journal.sqlite", "journal.sqlite-wal", "journal.sqlite-shm")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS candidates (
+    id TEXT PRIMARY KEY, recipe TEXT NOT NULL, params TEXT NOT NULL, config TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS stages (
+    candidate TEXT NOT NULL, stage TEXT NOT NULL, status TEXT NOT NULL, started REAL, finished REAL,
+    seconds REAL, path TEXT, result TEXT, runs INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (candidate, stage));
+CREATE TABLE IF NOT EXISTS items (
+    candidate TEXT NOT NULL, split TEXT NOT NULL, task TEXT NOT NULL, item TEXT NOT NULL, position INTEGER NOT NULL,
+    value REAL NOT NULL, record TEXT NOT NULL, PRIMARY KEY (candidate, split, task, item));
+"""
+
+
+class Journal:
+    @staticmethod
+    def exists(folder: Path) -> bool:
+        return (Path(folder) / FILES[0]).exists()
+
+    @staticmethod
+    def remove(folder: Path) -> None:
+        """Forget every result in `folder` (a sweep started over)."""
+        for name in FILES:
+            (Path(folder) / name).unlink(missing_ok=True)
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._lock = open(self.folder / "sweep.lock", "w")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError.one(str(self.folder), "--out", "another sweep is writing this journal") from None
+        self._lock.write(str(os.getpid()))
+        self._lock.flush()
+        self.db = sqlite3.connect(self.folder / "journal.sqlite", isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+        fcntl.flock(self._lock, fcntl.LOCK_UN)
+        self._lock.close()
+
+    # candidates -------------------------------------------------------------------------------
+    def add_candidate(self, c: Candidate) -> None:
+        config = {"merge": c.merge, "dpo": c.dpo.model_dump(mode="json") if c.dpo else None}
+        self.db.execute(
+            "INSERT OR IGNORE INTO candidates VALUES (?, ?, ?, ?, ?)",
+            (c.id, c.recipe_path, json.dumps(c.params), json.dumps(config, sort_keys=True), time.time()),
+        )
+
+    def candidates(self) -> list[CandidateRow]:
+        rows = self.db.execute("SELECT id, recipe, params, config FROM candidates ORDER BY created, id").fetchall()
+        return [CandidateRow(id=r[0], recipe=r[1], params=json.loads(r[2]), config=json.loads(r[3])) for r in rows]
+
+    # stages -----------------------------------------------------------------------------------
+    def stage(self, cid: str, stage: str) -> StageRow | None:
+        row = self.db.execute(
+            "SELECT status, started, finished, seconds, path, result, runs FROM stages "
+            "WHERE candidate = ? AND stage = ?",
+            (cid, stage),
+        ).fetchone()
+        if row is None:
+            return None
+        return StageRow(
+            candidate=cid,
+            stage=stage,
+            status=row[0],
+            started=row[1],
+            finished=row[2],
+            seconds=row[3],
+            path=row[4],
+            result=json.loads(row[5]) if row[5] else None,
+            runs=row[6],
+        )
+
+    def done(self, cid: str, stage: str) -> bool:
+        found = self.stage(cid, stage)
+        return found is not None and found.status == "done"
+
+    def start(self, cid: str, stage: str) -> float:
+        now = time.time()
+        self.db.execute(
+            "INSERT INTO stages (candidate, stage, status, started, runs) VALUES (?, ?, 'running', ?, 1) "
+            "ON CONFLICT(candidate, stage) DO UPDATE SET status='running', started=?, finished=NULL, "
+            "result=NULL, runs=runs+1",
+            (cid, stage, now, now),
+        )
+        return now
+
+    def finish(
+        self,
+        cid: str,
+        stage: str,
+        started: float,
+        path: str | None = None,
+        result: Any = None,
+        items: list[ItemRow] | None = None,
+    ) -> None:
+        """Commit a stage's result and its item records in one transaction: all or nothing."""
+        now = time.time()
+        with self.db:
+            self.db.execute("BEGIN")
+            for row in items or []:
+                self.db.execute(
+                    "INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        cid,
+                        row.split,
+                        row.task,
+                        row.item,
+                        row.position,
+                        row.value,
+                        row.record.model_dump_json(exclude_none=True),
+                    ),
+                )
+            self.db.execute(
+                "UPDATE stages SET status='done', finished=?, seconds=?, path=?, result=? "
+                "WHERE candidate=? AND stage=?",
+                (now, now - started, path, json.dumps(_plain(result)), cid, stage),
+            )
+
+    def stages(self) -> Iterator[StageRow]:
+        for row in self.db.execute("SELECT candidate, stage, status, seconds, runs FROM stages ORDER BY started"):
+            yield StageRow(candidate=row[0], stage=row[1], status=row[2], seconds=row[3], runs=row[4])
+
+    def results(self, cid: str, prefix: str) -> list[Any]:
+        """Results of a candidate's finished stages whose names start with `prefix`."""
+        rows = self.db.execute(
+            "SELECT result FROM stages WHERE candidate=? AND status='done' AND stage LIKE ?", (cid, prefix + "%")
+        ).fetchall()
+        return [json.loads(r[0]) for r in rows if r[0]]
+
+    # items ------------------------------------------------------------------------------------
+    def item_values(self, cid: str, split: str) -> dict[str, dict[str, float]]:
+        """{task: {item id: headline value}} of one candidate on one split."""
+        found: dict[str, dict[str, float]] = {}
+        for task, item, value in self.db.execute(
+            "SELECT task, item, value FROM items WHERE candidate=? AND split=?", (cid, split)
+        ):
+            found.setdefault(task, {})[item] = value
+        return found
+
+
+def _plain(result: Any) -> Any:
+    return result.model_dump(mode="json") if isinstance(result, BaseModel) else result

@@ -1,0 +1,160 @@
+"""The sweep's results as a person compares them: a rich table, leaderboard.md/.json and report.png.
+Everything is derived from the journal, so `merger report DIR` redraws it at any time."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from merger.config.results import LeaderboardRow, Reported, SweepMeta
+from merger.core.atomic import atomic_write
+from merger.core.errors import UserError
+from merger.sweep.journal import Journal
+from merger.sweep.selection import rank
+
+
+def entries(journal: Journal, meta: SweepMeta) -> list[LeaderboardRow]:
+    values = {c.id: journal.item_values(c.id, "select") for c in journal.candidates() if c.id in meta.candidates}
+    rows = []
+    for i, r in enumerate(rank({k: v for k, v in values.items() if v}, meta.metric)):
+        info = meta.candidates[r.id]
+        report = journal.item_values(r.id, "report")
+        reported = (
+            Reported(
+                tasks={t: sum(v.values()) / len(v) for t, v in report.items()},
+                n_items=sum(len(v) for v in report.values()),
+            )
+            if i == 0 and report
+            else None
+        )
+        rows.append(
+            LeaderboardRow(
+                id=r.id,
+                recipe=info.recipe,
+                params=info.params,
+                score=r.score,
+                ci=r.ci,
+                tied_with_best=r.tied_with_best,
+                p_vs_best=r.p_vs_best,
+                tasks=r.tasks,
+                n_items=r.n_items,
+                reported=reported,
+            )
+        )
+    return rows
+
+
+def table(rows: list[LeaderboardRow], metric: str) -> Table:
+    t = Table(title=f"Leaderboard ({metric})")
+    for column in ("#", "id", "recipe", "sweep point", "score", "95% CI", "tied", "items"):
+        t.add_column(column, justify="right" if column in ("#", "score", "items") else "left")
+    tasks = sorted({task for r in rows for task in r.tasks})
+    for task in tasks:
+        t.add_column(task, justify="right")
+    for i, r in enumerate(rows, 1):
+        point = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in r.params.items()) or "-"
+        t.add_row(
+            str(i),
+            r.id,
+            Path(r.recipe).name,
+            point,
+            f"{r.score:.4f}",
+            f"[{r.ci[0]:.3f}, {r.ci[1]:.3f}]",
+            "best" if i == 1 else ("yes" if r.tied_with_best else ""),
+            str(r.n_items),
+            *(f"{r.tasks[k]:.4f}" if k in r.tasks else "-" for k in tasks),
+        )
+    return t
+
+
+def markdown(rows: list[LeaderboardRow], metric: str) -> str:
+    tasks = sorted({task for r in rows for task in r.tasks})
+    lines = [
+        f"# Leaderboard ({metric})",
+        "",
+        "| # | id | recipe | sweep point | score | 95% CI | tied with best | items | " + " | ".join(tasks) + " |",
+        "|" + "---|" * (8 + len(tasks)),
+    ]
+    for i, r in enumerate(rows, 1):
+        point = ", ".join(f"`{k}`={v}" for k, v in r.params.items()) or "-"
+        lines.append(
+            f"| {i} | {r.id} | {Path(r.recipe).name} | {point} | {r.score:.4f} | "
+            f"[{r.ci[0]:.4f}, {r.ci[1]:.4f}] | {'best' if i == 1 else ('yes' if r.tied_with_best else 'no')} | "
+            f"{r.n_items} | " + " | ".join(f"{r.tasks.get(k, float('nan')):.4f}" for k in tasks) + " |"
+        )
+    if rows and rows[0].reported:
+        rep = rows[0].reported
+        lines += [
+            "",
+            f"Reported score of {rows[0].id} on {rep.n_items} items it was not selected on: "
+            + ", ".join(f"{t} {v:.4f}" for t, v in rep.tasks.items()),
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[LeaderboardRow], metric: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    axes_names = sorted({k for r in rows for k in r.params})
+    fig, axes = plt.subplots(1, 1 + len(axes_names), figsize=(5 + 4 * len(axes_names), 4), squeeze=False)
+    ax = axes[0][0]
+    ys = [r.score for r in rows]
+    err = [[r.score - r.ci[0] for r in rows], [r.ci[1] - r.score for r in rows]]
+    colors = ["tab:green" if i == 0 else ("tab:blue" if r.tied_with_best else "tab:gray") for i, r in enumerate(rows)]
+    ax.bar(range(len(rows)), ys, yerr=err, color=colors, capsize=3)
+    ax.set_xticks(range(len(rows)), [r.id[:6] for r in rows], rotation=45, ha="right")
+    ax.set_ylabel(f"score ({metric}), 95% CI")
+    ax.set_title("candidates (green: best, blue: tied)")
+    for ax, name in zip(axes[0][1:], axes_names):
+        points = [(r.params[name], r.score, r) for r in rows if name in r.params]
+        numeric = all(isinstance(x, (int, float)) for x, _, _ in points)
+        labels = sorted({json.dumps(x) for x, _, _ in points})
+        xs = [x if numeric else labels.index(json.dumps(x)) for x, _, _ in points]
+        ax.errorbar(
+            xs,
+            [y for _, y, _ in points],
+            yerr=[[y - r.ci[0] for _, y, r in points], [r.ci[1] - y for _, y, r in points]],
+            fmt="o",
+            capsize=3,
+        )
+        if not numeric:
+            ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+        ax.set_xlabel(name)
+        ax.set_ylabel("score")
+    fig.tight_layout()
+    image = io.BytesIO()
+    fig.savefig(image, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write(path, image.getvalue())
+
+
+def write_reports(journal: Journal, out: Path) -> list[LeaderboardRow]:
+    meta = SweepMeta.model_validate_json((out / "sweep.json").read_text())
+    rows = entries(journal, meta)
+    atomic_write(
+        out / "leaderboard.json",
+        json.dumps([r.model_dump(mode="json", exclude_none=True) for r in rows], indent=2) + "\n",
+    )
+    atomic_write(out / "leaderboard.md", markdown(rows, meta.metric))
+    plot(rows, meta.metric, out / "report.png")
+    Console().print(table(rows, meta.metric))
+    return rows
+
+
+def report(out: Path) -> list[LeaderboardRow]:
+    """`merger report`: redraw a finished sweep's leaderboard and plots from its journal."""
+    out = Path(out)
+    if not Journal.exists(out) or not (out / "sweep.json").exists():
+        raise UserError.one(str(out), "DIR", "no finished sweep here to report on")
+    journal = Journal(out)
+    try:
+        return write_reports(journal, out)
+    finally:
+        journal.close()
