@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from merger import render
+from merger import flags, render
 from merger.config.dpo import DPOSettings
 from merger.core import demo
 from merger.core.errors import Problem, UserError
@@ -17,7 +17,6 @@ from merger.core.hf import cache_root
 from merger.core.logs import library_output
 from merger.evaluate.evaluator import evaluate_folder
 from merger.evaluate.report import results_table
-from merger.flags import parse_fewshot, with_settings_flags
 from merger.publish import card as cards
 from merger.publish.export import export as export_model
 from merger.publish.preflight import run_checks
@@ -35,11 +34,6 @@ app.add_typer(models_app, name="models")
 
 out = Console()
 err = Console(stderr=True)
-DEVICE = typer.Option("auto", "--device", help="cpu, cuda or auto.")
-FORCE = typer.Option(False, "--force", help="Replace a non-empty output folder.")
-ALLOW_PICKLE = typer.Option(False, "--allow-pickle", help="Accept models that ship only pickled weights.")
-TRUST_CODE = typer.Option(False, "--trust-remote-code", help="Accept and run models' custom code.")
-VERBOSE = typer.Option(False, "--verbose", help="Show the libraries' own logs, warnings and progress bars.")
 
 
 def command(
@@ -69,18 +63,18 @@ def command(
 def validate(
     recipes: list[Path] = typer.Argument(..., help="Recipe files (merger recipes or plain mergekit configs)."),
     show_config: bool = typer.Option(False, "--show-config", help="Print each candidate's resolved mergekit config."),
-    allow_pickle: bool = ALLOW_PICKLE,
-    trust_remote_code: bool = TRUST_CODE,
-    verbose: bool = VERBOSE,
+    allow_pickle: bool = flags.ALLOW_PICKLE,
+    trust_remote_code: bool = flags.TRUST_CODE,
+    strict: bool = flags.STRICT,
+    verbose: bool = flags.VERBOSE,
 ) -> None:
     """Parse, expand and check every candidate without merging anything."""
-    candidates, report = plan.validate_recipes([str(r) for r in recipes], allow_pickle, trust_remote_code)
+    candidates, report = plan.validate_recipes([str(r) for r in recipes], allow_pickle, trust_remote_code, strict)
     if candidates:
         out.print(render.candidates_table(candidates))
     if show_config:
         render.show_configs(out, candidates)
-    for note in report.notes:
-        err.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
+    render.notes(err, report.notes)
     if report.problems:
         raise UserError(report.problems)
     out.print(f"[green]{len(candidates)} candidate(s) valid[/green]")
@@ -92,10 +86,13 @@ def merge(
     candidate: str | None = typer.Option(None, "--candidate", help="Candidate id, when the recipe sweeps."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
     shard_size: str = typer.Option("5GB", "--shard-size", help="Largest safetensors shard, e.g. 5GB."),
-    force: bool = FORCE,
-    allow_pickle: bool = ALLOW_PICKLE,
-    trust_remote_code: bool = TRUST_CODE,
-    verbose: bool = VERBOSE,
+    force: bool = flags.FORCE,
+    allow_pickle: bool = flags.ALLOW_PICKLE,
+    trust_remote_code: bool = flags.TRUST_CODE,
+    strict: bool = flags.STRICT,
+    random_seed: int | None = flags.SEED,
+    lora_merge_cache: Path | None = flags.LORA_CACHE,
+    verbose: bool = flags.VERBOSE,
 ) -> None:
     """Merge one candidate of a recipe through mergekit, atomically."""
     with err.status(f"Merging {recipe} -> {out_dir}"):
@@ -108,28 +105,26 @@ def merge(
             force=force,
             allow_pickle=allow_pickle,
             trust_remote_code=trust_remote_code,
+            strict=strict,
+            random_seed=random_seed,
+            lora_merge_cache=lora_merge_cache,
         )
+    render.notes(err, c.notes)
     out.print(f"[green]wrote[/green] {out_dir} (candidate [bold]{c.id}[/bold], {c.merge['merge_method']})")
 
 
 def eval_(
     model_dir: Path = typer.Argument(..., help="A Hugging Face model folder (safetensors)."),
-    tasks: str = typer.Option(
-        "arithmetic",
-        "--tasks",
-        help="Comma-separated: arc_challenge, hellaswag, mmlu, truthfulqa_mc2, winogrande, gsm8k, arithmetic.",
-    ),
+    tasks: str = typer.Option("arithmetic", "--tasks", help="Comma-separated task names (see README, Quick eval)."),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Score a seeded sample of N items per task."),
     num_fewshot: str | None = typer.Option(None, "--num-fewshot", help="K, or task=K,... (default: leaderboard's)."),
     seed: int = typer.Option(1234, "--seed", help="Seed of the --limit sample."),
-    data_dir: Path | None = typer.Option(
-        None, "--data-dir", help="Local JSONL tasks (else $MERGER_DATA_DIR, else the hub)."
-    ),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Local task data (else $MERGER_DATA_DIR, or hub)."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the summary as JSON."),
     items_out: Path | None = typer.Option(None, "--items", help="Write one JSON line per scored item."),
-    device: str = DEVICE,
+    device: str = flags.DEVICE,
     batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Items per batch (default: by memory)."),
-    verbose: bool = VERBOSE,
+    verbose: bool = flags.VERBOSE,
 ) -> None:
     """Score a model on quick leaderboard subsets, with lm-eval's prompts and metrics."""
     report = evaluate_folder(
@@ -139,7 +134,7 @@ def eval_(
         json_out=json_out,
         items_out=items_out,
         limit=limit,
-        num_fewshot=parse_fewshot(num_fewshot),
+        num_fewshot=flags.parse_fewshot(num_fewshot),
         seed=seed,
         data=data_dir,
         batch_size=batch_size,
@@ -150,9 +145,9 @@ def eval_(
 def dpo(
     model_dir: Path = typer.Argument(..., help="The model to refine (a Hugging Face folder)."),
     out_dir: Path = typer.Option(..., "--out", help="Output folder: the refined model, LoRA merged in."),
-    device: str = DEVICE,
-    force: bool = FORCE,
-    verbose: bool = VERBOSE,
+    device: str = flags.DEVICE,
+    force: bool = flags.FORCE,
+    verbose: bool = flags.VERBOSE,
     **settings,
 ) -> None:
     """Refine a model with DPO (trl), LoRA by default, after checking the data and its contamination."""
@@ -160,7 +155,7 @@ def dpo(
     out.print(render.dpo_table(run, out_dir))
 
 
-dpo_settings = with_settings_flags(dpo, DPOSettings)
+dpo_settings = flags.with_settings_flags(dpo, DPOSettings)
 
 
 def sweep(
@@ -169,17 +164,29 @@ def sweep(
     keep: int | None = typer.Option(None, "--keep", min=1, help="Keep the K best candidates' weights."),
     fresh: bool = typer.Option(False, "--fresh", help="Forget earlier results in --out and start over."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and exit."),
-    device: str = DEVICE,
-    verbose: bool = VERBOSE,
+    device: str = flags.DEVICE,
+    strict: bool = flags.STRICT,
+    random_seed: int | None = flags.SEED,
+    lora_merge_cache: Path | None = flags.LORA_CACHE,
+    verbose: bool = flags.VERBOSE,
 ) -> None:
     """Merge, refine, score and rank every candidate of the recipes; keep the best. Resumable."""
     if dry_run:
-        return render.plan(out, plan.plan_sweep(recipes, keep, device))
-    best = run_sweep(recipes, out_dir, device=device, keep=keep, fresh=fresh)
+        return render.plan(out, plan.plan_sweep(recipes, keep, device, strict, random_seed))
+    best = run_sweep(
+        recipes,
+        out_dir,
+        device=device,
+        keep=keep,
+        fresh=fresh,
+        strict=strict,
+        random_seed=random_seed,
+        lora_merge_cache=lora_merge_cache,
+    )
     out.print(f"[green]best:[/green] {best}")
 
 
-def report(out_dir: Path = typer.Argument(..., help="A sweep folder."), verbose: bool = VERBOSE) -> None:
+def report(out_dir: Path = typer.Argument(..., help="A sweep folder."), verbose: bool = flags.VERBOSE) -> None:
     """Redraw a sweep's leaderboard (table, leaderboard.md/json, report.png) from its journal."""
     leaderboard.report(out_dir)
 
@@ -187,7 +194,7 @@ def report(out_dir: Path = typer.Argument(..., help="A sweep folder."), verbose:
 def card(
     model_dir: Path = typer.Argument(..., help="A model folder (merge, DPO, sweep best, or any other)."),
     scores: Path | None = typer.Option(None, "--scores", help="A `merger eval --json` summary of this model."),
-    verbose: bool = VERBOSE,
+    verbose: bool = flags.VERBOSE,
 ) -> None:
     """Write README.md: front matter with base models, tags, license and model-index, then recipe, DPO, scores."""
     for warning in cards.card(model_dir, scores):
@@ -201,8 +208,8 @@ def export(
     dtype: str = typer.Option("bf16", "--dtype", help="bf16, fp16 or fp32."),
     shard_size: str = typer.Option("5GB", "--shard-size", help="Largest safetensors shard."),
     push_to_hub: str | None = typer.Option(None, "--push-to-hub", help="Upload to this Hub repo."),
-    force: bool = FORCE,
-    verbose: bool = VERBOSE,
+    force: bool = flags.FORCE,
+    verbose: bool = flags.VERBOSE,
 ) -> None:
     """Write an upload-ready copy (safetensors shards, tokenizer, chat template, card); optionally upload it."""
     url = export_model(model_dir, out_dir, dtype=dtype, shard_size=shard_size, force=force, push_to_hub=push_to_hub)
@@ -210,7 +217,7 @@ def export(
 
 
 def preflight(
-    model_dir: Path = typer.Argument(..., help="The model folder to check before submitting."), verbose: bool = VERBOSE
+    model_dir: Path = typer.Argument(..., help="The model folder to check."), verbose: bool = flags.VERBOSE
 ) -> None:
     """Run the checks a leaderboard submission fails on; exit 2 when any fails."""
     checks = run_checks(model_dir)
@@ -224,7 +231,7 @@ def models_prepare(
     name: str = typer.Argument("smollm2", help="Demo model name (smollm2)."),
     force: bool = typer.Option(False, "--force", help="Convert again even when cached."),
     link: Path | None = typer.Option(None, "--link", help="Also link the folder into this directory."),
-    verbose: bool = VERBOSE,
+    verbose: bool = flags.VERBOSE,
 ) -> None:
     """Convert a bundled demo model to a cached HF folder; prints the folder as the last line."""
     print(demo.prepare(name, force=force, link=link))

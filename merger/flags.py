@@ -13,6 +13,16 @@ from pydantic import BaseModel, ValidationError
 
 from merger.core.errors import Problem, UserError, problems_from
 
+# Flags several verbs share, declared once.
+DEVICE = typer.Option("auto", "--device", help="cpu, cuda or auto.")
+FORCE = typer.Option(False, "--force", help="Replace a non-empty output folder.")
+ALLOW_PICKLE = typer.Option(False, "--allow-pickle", help="Accept models that ship only pickled weights.")
+TRUST_CODE = typer.Option(False, "--trust-remote-code", help="Accept and run models' custom code.")
+VERBOSE = typer.Option(False, "--verbose", help="Show the libraries' own logs, warnings and progress bars.")
+STRICT = typer.Option(False, "--strict", help="Treat notes (keys mergekit ignores, extrapolating values) as errors.")
+SEED = typer.Option(None, "--random-seed", help="Seed of randomized merges (default: the recipe's, else from the id).")
+LORA_CACHE = typer.Option(None, "--lora-merge-cache", help="Where LoRA inputs are merged (default: merger's cache).")
+
 
 def _cli_type(annotation) -> tuple[type, bool]:
     """(the flag's type, whether a comma-separated value becomes a list) for a settings field's annotation."""

@@ -15,6 +15,11 @@ from merger.publish.preflight import Check
 from merger.sweep.plan import SweepPlan
 
 
+def notes(console: Console, found: list) -> None:
+    for note in found:
+        console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
+
+
 def candidates_table(candidates: list[Candidate], extra: dict[str, list[str]] | None = None) -> Table:
     table = Table(title="Candidates")
     for column in ("recipe", "id", "method", "sweep point", "models", "layers", *(extra or {})):

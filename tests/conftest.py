@@ -11,6 +11,14 @@ from tiny import make_tiny_llama  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 EVALDATA = REPO.parent / "shared" / "evaldata"
+SMOLLM2_FIXTURES = {"smollm2", "smollm2_variant", "outputs", "live"}
+
+
+def pytest_collection_modifyitems(items):
+    """Every test that loads SmolLM2 is slow, whether or not it says so; training and lm-eval tests say so."""
+    for item in items:
+        if SMOLLM2_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

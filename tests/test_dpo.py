@@ -82,6 +82,7 @@ def test_decontamination_finds_planted_items():
     assert len(ngrams("one two three")) == 0 and len(ngrams(" ".join(map(str, range(14))))) == 2
 
 
+@pytest.mark.slow
 def test_decontaminate_flag_drops_matches(tiny_models, tmp_path):
     arc = json.loads((EVALDATA / "arc_challenge" / "test.jsonl").read_text().splitlines()[3])
     rows = STRING_ROWS + [{"prompt": arc["question"], "chosen": "yes it is", "rejected": "no"}]
@@ -109,6 +110,7 @@ def test_decontaminate_flag_drops_matches(tiny_models, tmp_path):
     assert summary["data"]["pairs_used"] == 6
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("full, rows", [(False, STRING_ROWS), (True, STRING_ROWS), (False, CHAT_ROWS)])
 def test_tiny_training_full_and_lora(tiny_models, tmp_path, full, rows):
     data = write_pairs(tmp_path / "p.jsonl", rows)
@@ -143,6 +145,7 @@ def test_tiny_training_full_and_lora(tiny_models, tmp_path, full, rows):
     assert not list(tmp_path.glob(".out.dpo-work-*")), "the work folder is removed once the output is complete"
 
 
+@pytest.mark.slow
 def test_overlong_pairs_dropped_or_truncated(tiny_models, tmp_path):
     rows = STRING_ROWS + [{"prompt": "long " * 400, "chosen": "a", "rejected": "b"}]
     data = write_pairs(tmp_path / "p.jsonl", rows)

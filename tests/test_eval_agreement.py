@@ -42,24 +42,29 @@ def near_tie(lls, lengths=None) -> bool:
     return len(values) > 1 and values[0] - values[1] < TOL
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
-    "task, shots, data",
+    "task, shots, data, batch_size",
     [
-        ("arc_challenge", 0, None),
-        ("arc_challenge", 3, None),
-        ("hellaswag", 0, None),
-        ("hellaswag", 3, None),
-        ("mmlu", 0, None),
-        ("mmlu", 5, None),
-        ("truthfulqa_mc2", 0, None),
-        ("winogrande", 0, None),
-        ("winogrande", 3, "pool"),
+        ("arc_challenge", 0, None, None),
+        ("arc_challenge", 3, None, None),
+        ("arc_challenge", 3, None, 4),  # padded batches of several items: masks and positions must not leak
+        ("hellaswag", 0, None, None),
+        ("hellaswag", 3, None, None),
+        ("hellaswag", 3, None, 4),
+        ("mmlu", 0, None, None),
+        ("mmlu", 5, None, None),
+        ("truthfulqa_mc2", 0, None, 4),
+        ("winogrande", 0, None, None),
+        ("winogrande", 3, "pool", 4),
     ],
 )
-def test_items_agree_with_lm_eval(live, tmp_path, winogrande_with_pool, task, shots, data):
+def test_items_agree_with_lm_eval(live, tmp_path, winogrande_with_pool, task, shots, data, batch_size):
     model, tokenizer = live
     root = winogrande_with_pool if data == "pool" else EVALDATA
-    ours = evaluate(model, tokenizer, [task], limit=N, num_fewshot=shots, data=root, show_progress=False)
+    ours = evaluate(
+        model, tokenizer, [task], limit=N, num_fewshot=shots, data=root, show_progress=False, batch_size=batch_size
+    )
     assert ours.tasks[task].n == N and ours.tasks[task].num_fewshot == shots
 
     t = get_task(task)

@@ -42,6 +42,7 @@ def test_scores_follow_extraction():
     assert task.score_generation(doc, " so she makes $18 a day.") == {"exact_match": 0.0, "exact_match_flexible": 1.0}
 
 
+@pytest.mark.slow
 def test_real_generations_match_lm_eval(smollm2):
     """SmolLM2 answers GSM8K questions 1-shot; generations equal lm-eval's HFLM.generate_until, cut at stops."""
     from lm_eval.api.instance import Instance

@@ -153,7 +153,7 @@ def test_in_memory_scores_equal_write_then_load(smollm2, smollm2_variant, tmp_pa
     from merger.merge.run import merge_in_memory, merge_to_disk
 
     [candidate] = expand(write(tmp_path / "r.yaml", slerp_recipe(smollm2, smollm2_variant, 30, [0.3])))
-    live = merge_in_memory(candidate)
+    live = merge_in_memory(candidate)[:2]
     merge_to_disk(candidate, tmp_path / "disk", quiet=True)
     loaded = load_model(tmp_path / "disk", "cpu")
     args = dict(limit=6, data=EVALDATA, num_fewshot=0, show_progress=False)

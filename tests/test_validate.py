@@ -57,11 +57,11 @@ def bad_recipes(m):
             "start < end",
         ),
         ("mismatched_arch", slerp(a, m["mistral"]), "merge", "mismatched architectures"),
-        (
-            "unknown_parameter",
-            slerp(a, b, parameters={"t": 0.5, "tt": 1}),
+        (  # mergekit ignores an unknown parameter, so merger notes it; strict makes the note an error
+            "unknown_parameter_strict",
+            {"merge": slerp(a, b, parameters={"t": 0.5, "tt": 1}), "strict": True},
             "merge.parameters.tt",
-            "unknown parameter 'tt'",
+            "not a parameter of slerp",
         ),
         ("missing_parameter", slerp(a, b, parameters={}), "merge.parameters", "needs parameter 't'"),
         (

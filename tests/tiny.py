@@ -84,3 +84,59 @@ def edit_config(folder: Path, **changes) -> None:
     config = json.loads(path.read_text())
     config.update(changes)
     path.write_text(json.dumps(config))
+
+
+FAMILIES = {
+    "llama": ("LlamaConfig", {}),
+    "mistral": ("MistralConfig", {"sliding_window": None}),
+    "gemma2": ("Gemma2Config", {"head_dim": 16, "query_pre_attn_scalar": 16}),
+    "mixtral": ("MixtralConfig", {"num_local_experts": 2, "num_experts_per_tok": 1}),
+}
+
+
+def make_tiny(folder: Path, family: str, layers: int = 4, seed: int = 0, hidden: int = 64) -> Path:
+    """A tiny random model of a transformers family (llama, mistral, gemma2, mixtral), sharing the tiny tokenizer.
+    Norm weights are perturbed too, as in real fine-tunes (freshly initialized ones are all equal)."""
+    import transformers
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = make_tokenizer(folder)
+    name, extra = FAMILIES[family]
+    config = getattr(transformers, name)(
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        **extra,
+    )
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() == 1:
+                param.add_(torch.randn_like(param) * 0.05)
+    model.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def make_tiny_lora(folder: Path, base: Path, seed: int = 0, rank: int = 4) -> Path:
+    """A tiny peft LoRA adapter for `base`, with random (non-zero) B matrices so merging it changes the weights."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base)
+    peft_model = get_peft_model(model, LoraConfig(r=rank, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.02)
+    peft_model.save_pretrained(folder)
+    return Path(folder)

@@ -94,6 +94,16 @@ class Recipe(BaseModel):
         description="Axes: a dotted path into the recipe (list indices allowed) -> the values it takes.",
     )
     trust_remote_code: bool = Field(False, description="Run the input models' custom code.")
+    random_seed: int | None = Field(
+        None,
+        description="Seed of randomized merges (dare, della); default: derived "
+        "from the candidate id, so every run and machine gives the same tensors.",
+    )
+    strict: bool = Field(
+        False,
+        description="Treat notes (keys and parameters mergekit ignores, values outside the "
+        "range a method interpolates in) as errors.",
+    )
     dpo: DPOSettings | None = Field(None, description="Refine each merge with DPO.")
     eval: EvalSettings = Field(default_factory=EvalSettings, description="What every candidate is scored on.")
     select: SelectSettings = Field(default_factory=SelectSettings, description="How the winner is chosen.")
@@ -115,6 +125,9 @@ class Candidate(BaseModel):
     params: dict[str, Any] = Field(description="Its sweep point: axis path -> value.")
     merge: dict[str, Any] = Field(description="The resolved mergekit config.")
     trust_remote_code: bool = Field(False, description=Recipe.model_fields["trust_remote_code"].description)
+    random_seed: int = Field(description="The seed its merge runs with: the recipe's, or derived from its id.")
+    strict: bool = Field(False, description=Recipe.model_fields["strict"].description)
+    notes: list[str] = Field(default_factory=list, description="What validation noted about it.")
     dpo: DPOSettings | None = Field(None, description=Recipe.model_fields["dpo"].description)
     eval: EvalSettings = Field(default_factory=EvalSettings, description=Recipe.model_fields["eval"].description)
     select: SelectSettings = Field(
@@ -184,7 +197,7 @@ def parse_recipe(path: str | Path, data: dict[str, Any]) -> Recipe:
 def _set_path(data: dict[str, Any], path: str) -> tuple[Any, Any]:
     """Find the container and key a dotted path names; every step but the last must already exist."""
     parts = path.split(".")
-    sections = [name for name in SECTIONS if name not in ("sweep", "trust_remote_code")]
+    sections = [name for name in SECTIONS if name not in ("sweep", "trust_remote_code", "strict")]
     if parts[0] not in sections:
         raise KeyError(f"must start with a recipe section ({', '.join(sections)}), not '{parts[0]}'")
     node: Any = data
@@ -217,16 +230,25 @@ def _model_layers(path: Path, ref: str) -> int:
         raise UserError.one(str(path), "depth_upscale.model", str(exc)) from None
 
 
-def candidate_id(merge: dict[str, Any], dpo: DPOSettings | None) -> str:
+def candidate_id(merge: dict[str, Any], dpo: DPOSettings | None, random_seed: int | None = None) -> str:
     """Stable across runs and machines: a changed recipe gives new ids, an unchanged one the same ids. DPO settings
-    count with their defaults filled in, so spelling a default out changes nothing."""
+    count with their defaults filled in, so spelling a default out changes nothing; a seed counts when given."""
     settings = dpo.model_dump(mode="json") if dpo is not None else None
-    canonical = json.dumps({"merge": merge, "dpo": settings}, sort_keys=True, separators=(",", ":"), default=str)
+    content: dict[str, Any] = {"merge": merge, "dpo": settings}
+    if random_seed is not None:
+        content["random_seed"] = random_seed
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:10]
 
 
-def expand(path: str | Path) -> list[Candidate]:
-    """Every candidate of a recipe's sweep grid, in grid order (the first axis varies slowest)."""
+def seed_from_id(cid: str) -> int:
+    """The default seed of a candidate: its id read as a number, the same on every run and machine."""
+    return int(cid, 16) % 2**31
+
+
+def expand(path: str | Path, random_seed: int | None = None) -> list[Candidate]:
+    """Every candidate of a recipe's sweep grid, in grid order (the first axis varies slowest). `random_seed`
+    (`--random-seed`) overrides the recipe's."""
     path = Path(path)
     data = read_recipe_file(path)
     recipe = parse_recipe(path, data)
@@ -264,13 +286,17 @@ def expand(path: str | Path) -> list[Candidate]:
             merge = dus.to_mergekit(layers)
         else:
             merge = point_recipe.merge or {}
+        seed = random_seed if random_seed is not None else point_recipe.random_seed
+        cid = candidate_id(merge, point_recipe.dpo, seed)
         candidates.append(
             Candidate(
-                id=candidate_id(merge, point_recipe.dpo),
+                id=cid,
                 recipe_path=str(path),
                 params=params,
                 merge=merge,
                 trust_remote_code=point_recipe.trust_remote_code,
+                random_seed=seed if seed is not None else seed_from_id(cid),
+                strict=point_recipe.strict,
                 dpo=point_recipe.dpo,
                 eval=point_recipe.eval,
                 select=point_recipe.select,

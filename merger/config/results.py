@@ -239,7 +239,8 @@ class CandidateRow(BaseModel):
     id: str = Field(description="Candidate id.")
     recipe: str = Field(description="Its recipe file.")
     params: dict[str, Any] = Field(description="Its sweep point.")
-    config: dict[str, Any] = Field(description="The resolved merge and dpo sections.")
+    config: dict[str, Any] = Field(description="The resolved merge and dpo sections, and the merge's seed.")
+    notes: list[str] = Field(default_factory=list, description="What validation noted about it.")
 
 
 class StageRow(BaseModel):

@@ -234,3 +234,49 @@ def inspect_model(ref: str) -> ModelInfo:
     except (OSError, ValueError, Exception) as exc:  # tokenizers raises its own Exception type
         raise LookupError(f"tokenizer of '{path}' is not readable: {str(exc).splitlines()[0]}") from None
     return ModelInfo(ref=ref, local=local, config=config, weight_files=weights, tokenizer=tokenizer)
+
+
+@dataclass(frozen=True)
+class AdapterInfo:
+    """A peft (LoRA) adapter, read from its adapter_config.json."""
+
+    path: str
+    base_model: str | None
+    weight_files: tuple[str, ...]
+
+    @property
+    def pickle_only(self) -> bool:
+        has_safe = any(f.endswith(".safetensors") for f in self.weight_files)
+        return not has_safe and any(f.endswith(PICKLE_SUFFIXES) for f in self.weight_files)
+
+
+@functools.lru_cache(maxsize=256)
+def inspect_adapter(path: str, revision: str | None = None) -> AdapterInfo:
+    """Raise LookupError with a one-line cause when the adapter can't be found or read."""
+    if os.path.isdir(path):
+        folder = Path(path)
+        config_file = folder / "adapter_config.json"
+        if not config_file.exists():
+            raise LookupError(f"adapter folder '{path}' has no adapter_config.json")
+        files = tuple(p.name for p in folder.iterdir())
+    elif HUB_ID.match(path) and not path.startswith((".", "/", "~")):
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+        try:
+            config_file = Path(
+                hf_hub_download(path, "adapter_config.json", revision=revision, local_files_only=hub_offline())
+            )
+        except (RepositoryNotFoundError, EntryNotFoundError):
+            raise LookupError(f"no LoRA adapter '{path}' on the Hugging Face hub") from None
+        except LocalEntryNotFoundError:
+            why = "HF_HUB_OFFLINE is set" if hub_offline() else "the hub could not be reached"
+            raise LookupError(f"adapter '{path}' is not a local folder and not in the hub cache ({why})") from None
+        files = tuple(p.name for p in config_file.parent.iterdir())
+    else:
+        raise LookupError(f"no such adapter folder '{path}'")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise LookupError(f"adapter_config.json of '{path}' is not readable JSON: {exc}") from None
+    return AdapterInfo(path=path, base_model=config.get("base_model_name_or_path"), weight_files=files)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import yaml
 
 from merger.config.recipe import Candidate
 from merger.core.atomic import atomic_output_dir, ensure_target_free
 from merger.core.device import resolve_device
-from merger.core.hf import parse_size
+from merger.core.hf import cache_root, parse_size
 
 
 def merge_to_disk(
@@ -23,28 +24,31 @@ def merge_to_disk(
     force: bool = False,
     trust_remote_code: bool = False,
     quiet: bool = False,
+    lora_merge_cache: Path | None = None,
 ) -> Path:
     """Run mergekit's `run_merge` into a temporary folder beside `out`, then rename it into place.
 
     The candidate must already be validated. Shared tensors are cloned (`clone_tensors`) so that depth
-    up-scaled models, which repeat layers, save without warnings.
+    up-scaled models, which repeat layers, save without warnings. Randomized methods draw their masks from the
+    candidate's seed, so the same candidate gives the same tensors on every run.
     """
     from mergekit.config import MergeConfiguration
     from mergekit.merge import run_merge
-    from mergekit.options import MergeOptions
 
     out = Path(out)
     ensure_target_free(out, force)
-    options = MergeOptions(
-        device=resolve_device(device),
+    options = _options(
+        candidate,
+        device,
+        trust_remote_code,
+        lora_merge_cache,
+        quiet=quiet,
         out_shard_size=parse_size(shard_size),
         clone_tensors=True,
         copy_tokenizer=True,
-        trust_remote_code=trust_remote_code or candidate.trust_remote_code,
-        quiet=quiet,
         safe_serialization=True,
-        # mergekit's card generator asks the hub about every model path, even offline; merger writes
-        # the resolved config itself and its own card later.
+        # mergekit's card generator asks the hub about every model path, even offline; merger
+        # writes the resolved config itself and its own card later.
         write_model_card=False,
     )
     config = MergeConfiguration.model_validate(candidate.merge)
@@ -55,6 +59,43 @@ def merge_to_disk(
     return out
 
 
+def _options(candidate: Candidate, device: str, trust_remote_code: bool, lora_merge_cache: Path | None, **more):
+    """mergekit's options for a candidate: its seed, and a LoRA merge cache (merger's own by default)."""
+    from mergekit.options import MergeOptions
+
+    return MergeOptions(
+        device=resolve_device(device),
+        random_seed=candidate.random_seed,
+        trust_remote_code=trust_remote_code or candidate.trust_remote_code,
+        lora_merge_cache=str(lora_merge_cache or cache_root() / "lora-merge"),
+        **more,
+    )
+
+
+def tensor_digest(tensors: dict) -> str:
+    """SHA-256 over every tensor's name, dtype, shape and bytes, in name order: equal digests, equal weights."""
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].contiguous().cpu()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def folder_digest(folder: Path) -> str:
+    """`tensor_digest` of every tensor in a folder's safetensors files."""
+    from safetensors.torch import load_file
+
+    tensors: dict = {}
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        tensors.update(load_file(path))
+    return tensor_digest(tensors)
+
+
 def write_provenance(candidate: Candidate, folder: Path) -> None:
     """Keep the recipe and the resolved candidate beside the weights, so every output says how it was made."""
     shutil.copyfile(candidate.recipe_path, folder / "merger_recipe.yaml")
@@ -62,33 +103,43 @@ def write_provenance(candidate: Candidate, folder: Path) -> None:
     (folder / "merger_candidate.json").write_text(candidate.model_dump_json(indent=2) + "\n", encoding="utf-8")
 
 
-def merge_in_memory(candidate: Candidate, *, device: str = "cpu", trust_remote_code: bool = False):
+class Merged(NamedTuple):
+    model: Any
+    tokenizer: Any
+    digest: str  # tensor_digest of the merged tensors, as merge_to_disk would write them
+
+
+def merge_in_memory(
+    candidate: Candidate, *, device: str = "cpu", trust_remote_code: bool = False, lora_merge_cache: Path | None = None
+) -> Merged:
     """Merge with mergekit's planner and executor, straight into a live model: nothing written to disk.
 
     mergekit 0.1.5's `MergePlanner.plan_in_memory()` fails pydantic's check of `ReturnTensor.tensor_task`
     (it tries to instantiate the abstract `Task[Tensor]`). The planner's own tasks are already validated,
-    so the return tasks are built with `model_construct`, which skips only that check.
-    Returns (model, tokenizer); tensors are bit-identical to `mergekit-yaml`'s output.
+    so the return tasks are built with `model_construct`, which skips only that check. The steps and the seed are
+    `run_merge`'s, so the tensors are bit-identical to `mergekit-yaml`'s output, randomized methods included.
     """
     from mergekit.architecture import get_architecture_info
     from mergekit.config import MergeConfiguration
     from mergekit.graph import Executor
     from mergekit.io.tasks import LoaderCache, ReturnTensor
     from mergekit.merge import _model_out_config
-    from mergekit.options import MergeOptions
     from mergekit.plan import MergePlanner
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.initialization import no_init_weights
+    from transformers.trainer_utils import set_seed
 
     if candidate.merge.get("tokenizer_source") or candidate.merge.get("tokenizer"):
         raise ValueError("vocabulary surgery (tokenizer_source / tokenizer) is only supported by merge_to_disk")
     config = MergeConfiguration.model_validate(candidate.merge)
-    options = MergeOptions(
-        device=resolve_device(device), trust_remote_code=trust_remote_code or candidate.trust_remote_code, quiet=True
-    )
+    options = _options(candidate, device, trust_remote_code, lora_merge_cache, quiet=True)
+    set_seed(options.random_seed)  # as run_merge does, first
     arch = get_architecture_info(config, options)
-    LoaderCache().setup(options=options)
+    loader_cache = LoaderCache()
+    loader_cache.setup(options=options)
     out_config = _model_out_config(config, arch, trust_remote_code=options.trust_remote_code)
+    for model in config.referenced_models():  # run_merge's warm-up: LoRA inputs are merged into the cache here
+        loader_cache.get(model)
     planner = MergePlanner(config, arch, options=options, out_model_config=out_config)
     planner._plan()
     targets = [
@@ -99,6 +150,7 @@ def merge_in_memory(candidate: Candidate, *, device: str = "cpu", trust_remote_c
     for task, value in Executor(targets=targets, math_device=options.device, storage_device="cpu").run(quiet=True):
         if isinstance(task, ReturnTensor):
             tensors[task.weight_info.name] = value.contiguous()
+    digest = tensor_digest(tensors)
     dtype = next(iter(tensors.values())).dtype
     with no_init_weights():  # every weight is overwritten below; random init would only cost time
         model = AutoModelForCausalLM.from_config(out_config, dtype=dtype, trust_remote_code=options.trust_remote_code)
@@ -115,4 +167,4 @@ def merge_in_memory(candidate: Candidate, *, device: str = "cpu", trust_remote_c
     tokenizer = AutoTokenizer.from_pretrained(
         donor.model.path, revision=donor.model.revision, trust_remote_code=options.trust_remote_code
     )
-    return model, tokenizer
+    return Merged(model, tokenizer, digest)

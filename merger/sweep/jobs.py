@@ -17,7 +17,7 @@ from merger.evaluate.documents import reference_texts
 from merger.evaluate.evaluator import evaluate, stderr
 from merger.evaluate.model import load_model
 from merger.evaluate.tasks import TASKS
-from merger.merge.run import merge_in_memory, merge_to_disk
+from merger.merge.run import folder_digest, merge_in_memory, merge_to_disk
 from merger.sweep.plan import check_disk
 
 
@@ -35,11 +35,11 @@ def refine(
     return run_dpo(model_dir, settings, out, references, device=device, force=force, show_progress=show_progress)
 
 
-def materialize(candidate: Candidate, target: Path, device: str) -> Path:
-    """The candidate's merge, written to `target` (checked for disk space first)."""
+def materialize(candidate: Candidate, target: Path, device: str, lora_merge_cache: Path | None = None) -> str:
+    """The candidate's merge, written to `target` (checked for disk space first); returns its tensors' digest."""
     check_disk(candidate, target.parent)
-    merge_to_disk(candidate, target, device=device, force=True, quiet=True)
-    return target
+    merge_to_disk(candidate, target, device=device, force=True, quiet=True, lora_merge_cache=lora_merge_cache)
+    return folder_digest(target)
 
 
 def refine_candidate(candidate: Candidate, merged: Path, refined: Path, device: str) -> DPORun:
@@ -49,11 +49,12 @@ def refine_candidate(candidate: Candidate, merged: Path, refined: Path, device: 
     return run
 
 
-def live(candidate: Candidate, folder: Path | None, device: str):
-    """(model, tokenizer): loaded from `folder` when the candidate is on disk, else merged in memory."""
+def live(candidate: Candidate, folder: Path | None, device: str, lora_merge_cache: Path | None = None):
+    """(model, tokenizer, digest): loaded from `folder` when the candidate is on disk (no digest), else merged in
+    memory (the digest of the tensors scored)."""
     if folder is not None:
-        return load_model(folder, device)
-    return merge_in_memory(candidate, device=device)
+        return (*load_model(folder, device), None)
+    return merge_in_memory(candidate, device=device, lora_merge_cache=lora_merge_cache)
 
 
 def score(
@@ -64,9 +65,11 @@ def score(
     limit: int | None,
     offset: int,
     device: str,
-) -> tuple[EvalSummary, list[ItemRow]]:
-    """Items [offset, offset + limit) of the seeded order, scored; each item's headline value for selection."""
-    model, tokenizer = live(candidate, folder, device)
+    lora_merge_cache: Path | None = None,
+) -> tuple[EvalSummary, list[ItemRow], str | None]:
+    """Items [offset, offset + limit) of the seeded order, scored; each item's headline value for selection, and
+    the digest of the weights scored when they were merged in memory."""
+    model, tokenizer, digest = live(candidate, folder, device, lora_merge_cache)
     report = evaluate(
         model,
         tokenizer,
@@ -86,7 +89,7 @@ def score(
                 split=split, task=item.task, item=item.id, position=offset + position, value=float(value), record=item
             )
         )
-    return report.summary(), items
+    return report.summary(), items, digest
 
 
 def task_result(task: str, values: list[float], num_fewshot: int) -> TaskResult:

@@ -30,6 +30,8 @@ CREATE TABLE IF NOT EXISTS candidates (
 CREATE TABLE IF NOT EXISTS stages (
     candidate TEXT NOT NULL, stage TEXT NOT NULL, status TEXT NOT NULL, started REAL, finished REAL,
     seconds REAL, path TEXT, result TEXT, runs INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (candidate, stage));
+CREATE TABLE IF NOT EXISTS notes (
+    candidate TEXT NOT NULL, note TEXT NOT NULL, PRIMARY KEY (candidate, note));
 CREATE TABLE IF NOT EXISTS items (
     candidate TEXT NOT NULL, split TEXT NOT NULL, task TEXT NOT NULL, item TEXT NOT NULL, position INTEGER NOT NULL,
     value REAL NOT NULL, record TEXT NOT NULL, PRIMARY KEY (candidate, split, task, item));
@@ -68,15 +70,28 @@ class Journal:
 
     # candidates -------------------------------------------------------------------------------
     def add_candidate(self, c: Candidate) -> None:
-        config = {"merge": c.merge, "dpo": c.dpo.model_dump(mode="json") if c.dpo else None}
+        config = {
+            "merge": c.merge,
+            "dpo": c.dpo.model_dump(mode="json") if c.dpo else None,
+            "random_seed": c.random_seed,
+        }
         self.db.execute(
             "INSERT OR IGNORE INTO candidates VALUES (?, ?, ?, ?, ?)",
             (c.id, c.recipe_path, json.dumps(c.params), json.dumps(config, sort_keys=True), time.time()),
         )
+        self.db.executemany("INSERT OR IGNORE INTO notes VALUES (?, ?)", [(c.id, note) for note in c.notes])
 
     def candidates(self) -> list[CandidateRow]:
         rows = self.db.execute("SELECT id, recipe, params, config FROM candidates ORDER BY created, id").fetchall()
-        return [CandidateRow(id=r[0], recipe=r[1], params=json.loads(r[2]), config=json.loads(r[3])) for r in rows]
+        notes: dict[str, list[str]] = {}
+        for cid, note in self.db.execute("SELECT candidate, note FROM notes ORDER BY rowid"):
+            notes.setdefault(cid, []).append(note)
+        return [
+            CandidateRow(
+                id=r[0], recipe=r[1], params=json.loads(r[2]), config=json.loads(r[3]), notes=notes.get(r[0], [])
+            )
+            for r in rows
+        ]
 
     # stages -----------------------------------------------------------------------------------
     def stage(self, cid: str, stage: str) -> StageRow | None:

@@ -35,18 +35,28 @@ def check_candidate(candidate: Candidate, allow_pickle: bool = False, trust_remo
 
 
 def validate_recipes(
-    paths: list[str], allow_pickle: bool = False, trust_remote_code: bool = False
+    paths: list[str],
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+    strict: bool = False,
+    random_seed: int | None = None,
 ) -> tuple[list[Candidate], Report]:
-    """Expand and check every recipe; gather all problems rather than stopping at the first."""
+    """Expand and check every recipe; gather all problems rather than stopping at the first. Each candidate carries
+    its notes; `strict` (or a recipe's `strict: true`) makes them problems."""
     candidates: list[Candidate] = []
     report = Report()
     for path in paths:
         try:
-            found = expand(path)
+            found = expand(path, random_seed)
         except UserError as exc:
             report.problems.extend(exc.problems)
             continue
         results = [(c, check_candidate(c, allow_pickle, trust_remote_code)) for c in found]
+        for c, result in results:
+            c.notes = [str(n) for n in result.notes]
+            if strict or c.strict:
+                result.problems.extend(Problem(n.file, n.field, f"{n.cause} (strict)") for n in result.notes)
+                result.notes = []
         report.problems.extend(_label(results, "problems"))
         report.notes.extend(_label(results, "notes"))
         candidates.extend(found)
@@ -72,8 +82,14 @@ def _label(results: list[tuple[Candidate, Report]], kind: str) -> list[Problem]:
     return labelled
 
 
-def require_valid(paths: list[str], allow_pickle: bool = False, trust_remote_code: bool = False) -> list[Candidate]:
-    candidates, report = validate_recipes(paths, allow_pickle, trust_remote_code)
+def require_valid(
+    paths: list[str],
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+    strict: bool = False,
+    random_seed: int | None = None,
+) -> list[Candidate]:
+    candidates, report = validate_recipes(paths, allow_pickle, trust_remote_code, strict, random_seed)
     if report.problems:
         raise UserError(report.problems)
     return candidates
@@ -89,12 +105,15 @@ def merge_one(
     force: bool = False,
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
+    strict: bool = False,
+    random_seed: int | None = None,
+    lora_merge_cache: Path | None = None,
 ) -> Candidate:
     """`merger merge`: check the recipe, pick its one candidate, merge it to `out` atomically."""
     parse_size(shard_size)  # cheap argument checks first, so a typo costs nothing
     resolve_device(device)
     ensure_target_free(out, force)
-    candidates = require_valid([str(recipe)], allow_pickle, trust_remote_code)
+    candidates = require_valid([str(recipe)], allow_pickle, trust_remote_code, strict, random_seed)
     ids = ", ".join(c.id for c in candidates)
     if candidate is not None:
         chosen = [c for c in candidates if c.id == candidate]
@@ -105,7 +124,13 @@ def merge_one(
     else:
         chosen = candidates
     merge_to_disk(
-        chosen[0], out, device=device, shard_size=shard_size, force=force, trust_remote_code=trust_remote_code
+        chosen[0],
+        out,
+        device=device,
+        shard_size=shard_size,
+        force=force,
+        trust_remote_code=trust_remote_code,
+        lora_merge_cache=lora_merge_cache,
     )
     return chosen[0]
 
@@ -171,12 +196,18 @@ class SweepPlan:
     disk: list[int] = field(default_factory=list)
 
 
-def plan_sweep(recipes: list[Path], keep: int | None = None, device: str = "auto") -> SweepPlan:
+def plan_sweep(
+    recipes: list[Path],
+    keep: int | None = None,
+    device: str = "auto",
+    strict: bool = False,
+    random_seed: int | None = None,
+) -> SweepPlan:
     """Check every recipe and the sweep's settings, and say what a sweep would do; nothing is run."""
     if not recipes:
         raise UserError.one("merger sweep", "RECIPE", "give at least one recipe file")
     resolve_device(device)
-    candidates = require_valid([str(r) for r in recipes])
+    candidates = require_valid([str(r) for r in recipes], strict=strict, random_seed=random_seed)
     evals, select = sweep_settings(candidates)
     return SweepPlan(
         candidates,

@@ -21,6 +21,7 @@ from rich.console import Console
 from merger.config.recipe import Candidate
 from merger.config.results import EvalSummary, ItemRow, Scores, SweepCandidate, SweepMeta
 from merger.core.atomic import atomic_output_dir, atomic_write
+from merger.core.errors import UserError
 from merger.publish.card import write_card
 from merger.sweep import jobs
 from merger.sweep.journal import Journal
@@ -37,10 +38,18 @@ def _key(*parts) -> str:
 
 
 class Sweep:
-    def __init__(self, candidates: list[Candidate], out: Path, device: str, keep: int | None):
+    def __init__(
+        self,
+        candidates: list[Candidate],
+        out: Path,
+        device: str,
+        keep: int | None,
+        lora_merge_cache: Path | None = None,
+    ):
         self.candidates = {c.id: c for c in candidates}
         self.out = Path(out)
         self.device = device
+        self.lora_merge_cache = lora_merge_cache
         self.eval, self.select = sweep_settings(candidates)
         self.keep = keep or self.select.keep
         self.journal = Journal(self.out)
@@ -73,7 +82,7 @@ class Sweep:
         merged, refined = self.folder(c.id) / "merged", self.folder(c.id) / "model"
         gone = self.journal.done(c.id, "dpo") and not (refined / "config.json").exists()
         if gone or not self.journal.done(c.id, "dpo"):
-            self._stage(c, "merge", lambda: ({}, jobs.materialize(c, merged, self.device), None), redo=gone)
+            self._stage(c, "merge", lambda: ({"digest": self._materialize(c, merged)}, merged, None), redo=gone)
         self._stage(
             c, "dpo", lambda: (jobs.refine_candidate(c, merged, refined, self.device), refined, None), redo=gone
         )
@@ -84,21 +93,38 @@ class Sweep:
         name = f"eval-{split}-{_key(self.eval.model_dump())}-{offset}-{limit}"
 
         def work():
-            summary, items = jobs.score(c, self.model_folder(c), self.eval, split, limit, offset, self.device)
+            summary, items, digest = jobs.score(
+                c, self.model_folder(c), self.eval, split, limit, offset, self.device, self.lora_merge_cache
+            )
+            if digest is not None and not self.journal.done(c.id, "scored-weights"):
+                started = self.journal.start(c.id, "scored-weights")
+                self.journal.finish(c.id, "scored-weights", started, result={"digest": digest})
             return summary, None, items
 
         self._stage(c, name, work)
 
+    def _materialize(self, c: Candidate, target: Path) -> str:
+        return jobs.materialize(c, target, self.device, self.lora_merge_cache)
+
     def save(self, c: Candidate) -> None:
+        """Write a kept candidate's weights, and check they are the very ones it was scored with."""
         if c.dpo is not None:
             return
         target = self.folder(c.id) / "model"
-        self._stage(
-            c,
-            "save",
-            lambda: ({}, jobs.materialize(c, target, self.device), None),
-            redo=not (target / "config.json").exists(),
-        )
+
+        def work():
+            digest = self._materialize(c, target)
+            scored = self.journal.stage(c.id, "scored-weights")
+            if scored is not None and scored.result["digest"] != digest:
+                raise UserError.one(
+                    str(target),
+                    c.id,
+                    f"the weights saved differ from the weights scored ({digest[:12]} != "
+                    f"{scored.result['digest'][:12]}); the saved model is not the one on the leaderboard",
+                )
+            return {"digest": digest, "checked_against_scored": scored is not None}, target, None
+
+        self._stage(c, "save", work, redo=not (target / "config.json").exists())
 
     # strategies -------------------------------------------------------------------------------
     def run(self) -> list[Ranked]:
@@ -172,16 +198,26 @@ class Sweep:
 
 
 def run_sweep(
-    recipes: list[Path], out: Path, *, device: str = "auto", keep: int | None = None, fresh: bool = False
+    recipes: list[Path],
+    out: Path,
+    *,
+    device: str = "auto",
+    keep: int | None = None,
+    fresh: bool = False,
+    strict: bool = False,
+    random_seed: int | None = None,
+    lora_merge_cache: Path | None = None,
 ) -> Path:
     """`merger sweep`: check the recipes, then run (or resume) the sweep in `out`; returns `out/best`."""
-    plan = plan_sweep(recipes, keep, device)
+    plan = plan_sweep(recipes, keep, device, strict, random_seed)
+    for note in dict.fromkeys(n for c in plan.candidates for n in c.notes):
+        console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
     out = Path(out)
     if fresh:
         Journal.remove(out)
         for name in ("candidates", "best"):
             shutil.rmtree(out / name, ignore_errors=True)
-    sweep = Sweep(plan.candidates, out, device, keep)
+    sweep = Sweep(plan.candidates, out, device, keep, lora_merge_cache)
     try:
         sweep.run()
         meta = SweepMeta(
