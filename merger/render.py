@@ -25,9 +25,9 @@ def candidates_table(candidates: list[Candidate], extra: dict[str, list[str]] | 
     for column in ("recipe", "id", "method", "sweep point", "models", "layers", *(extra or {})):
         table.add_column(column)
     for i, c in enumerate(candidates):
-        point = ", ".join(f"{k}={json.dumps(v)}" for k, v in c.params.items()) or "-"
+        point = ", ".join(f"{k.split('.')[-1]}={json.dumps(v)}" for k, v in c.params.items()) or "-"
         table.add_row(
-            Path(c.recipe_path).name,
+            Path(c.recipe_path).stem,
             c.id,
             c.merge.get("merge_method", "?"),
             point,

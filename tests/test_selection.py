@@ -51,3 +51,32 @@ def test_candidates_scored_on_more_items_rank_first():
     few = {"t": {"1": 1.0, "2": 1.0}}
     many = {"t": {str(i): 0.5 for i in range(8)}}
     assert [r.id for r in rank({"few": few, "many": many}, "mean")] == ["many", "few"]
+
+
+def test_leaderboard_table_fits_80_columns():
+    from rich.console import Console
+
+    from merger.config.results import LeaderboardRow
+    from merger.sweep.leaderboard import table
+
+    rows = [
+        LeaderboardRow(
+            id=f"{i}a7b3c9d2e",
+            recipe="merge_recipes/demo-smollm2-slerp.yaml",
+            params={"merge.parameters.t": t},
+            score=0.5 + i / 100,
+            ci=(0.41, 0.62),
+            tied_with_best=i > 2,
+            p_vs_best=0.3,
+            tasks={"arc_challenge": 0.4, "arithmetic": 0.6},
+            n_items=40,
+        )
+        for i, t in enumerate([0.0, 0.25, 0.5, 0.75, 1.0])
+    ]
+    console = Console(width=80, record=True)
+    console.print(table(rows, "mean"))
+    lines = console.export_text().splitlines()
+    assert max(len(line) for line in lines) <= 80
+    for r in rows:
+        [line] = [line for line in lines if r.id in line]
+        assert f"{r.score:.3f}" in line and "0.41-0.62" in line and "0.400" in line and "0.600" in line

@@ -7,6 +7,7 @@ import io
 import json
 from pathlib import Path
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -48,25 +49,36 @@ def entries(journal: Journal, meta: SweepMeta) -> list[LeaderboardRow]:
     return rows
 
 
+def _point(row: LeaderboardRow) -> str:
+    """A candidate in a few characters: its sweep point by the axes' last names, else its recipe's name."""
+    return ", ".join(f"{k.split('.')[-1]}={v}" for k, v in row.params.items()) or Path(row.recipe).stem
+
+
 def table(rows: list[LeaderboardRow], metric: str) -> Table:
-    t = Table(title=f"Leaderboard ({metric})")
-    for column in ("#", "id", "recipe", "sweep point", "score", "95% CI", "tied", "items"):
-        t.add_column(column, justify="right" if column in ("#", "score", "items") else "left")
+    """The leaderboard for a terminal; it fits 80 columns with two or three tasks."""
+    t = Table(
+        title=f"Leaderboard ({metric})", box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1), collapse_padding=True
+    )
+    t.add_column("#", justify="right", no_wrap=True)
+    t.add_column("id", no_wrap=True)
+    t.add_column("candidate", overflow="ellipsis", max_width=20)  # the one column that gives way
+    t.add_column("score", justify="right", no_wrap=True)
+    t.add_column("95% CI", no_wrap=True)
+    t.add_column("tied", no_wrap=True)
+    t.add_column("n", justify="right", no_wrap=True)
     tasks = sorted({task for r in rows for task in r.tasks})
     for task in tasks:
-        t.add_column(task, justify="right")
+        t.add_column(task if len(tasks) == 1 else task[:9], justify="right", no_wrap=True)
     for i, r in enumerate(rows, 1):
-        point = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in r.params.items()) or "-"
         t.add_row(
             str(i),
             r.id,
-            Path(r.recipe).name,
-            point,
-            f"{r.score:.4f}",
-            f"[{r.ci[0]:.3f}, {r.ci[1]:.3f}]",
+            _point(r),
+            f"{r.score:.3f}",
+            f"{r.ci[0]:.2f}-{r.ci[1]:.2f}",
             "best" if i == 1 else ("yes" if r.tied_with_best else ""),
             str(r.n_items),
-            *(f"{r.tasks[k]:.4f}" if k in r.tasks else "-" for k in tasks),
+            *(f"{r.tasks[k]:.3f}" if k in r.tasks else "-" for k in tasks),
         )
     return t
 
