@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
 CHATML = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n'}}"
@@ -43,42 +43,6 @@ def make_tokenizer(folder: Path, extra_tokens: list[str] | None = None) -> PreTr
     return tok
 
 
-def make_tiny_llama(
-    folder: Path,
-    seed: int = 0,
-    layers: int = 4,
-    hidden: int = 64,
-    tied: bool = True,
-    extra_tokens: list[str] | None = None,
-    pickle: bool = False,
-) -> Path:
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    tok = make_tokenizer(folder, extra_tokens)
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=hidden,
-        intermediate_size=hidden * 2,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        tie_word_embeddings=tied,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    if pickle:
-        config.architectures = ["LlamaForCausalLM"]
-        config.save_pretrained(folder)
-        torch.save(model.state_dict(), folder / "pytorch_model.bin")
-    else:
-        model.save_pretrained(folder, safe_serialization=True)
-    return folder
-
-
 def edit_config(folder: Path, **changes) -> None:
     path = Path(folder) / "config.json"
     config = json.loads(path.read_text())
@@ -94,14 +58,24 @@ FAMILIES = {
 }
 
 
-def make_tiny(folder: Path, family: str, layers: int = 4, seed: int = 0, hidden: int = 64) -> Path:
-    """A tiny random model of a transformers family (llama, mistral, gemma2, mixtral), sharing the tiny tokenizer.
-    Norm weights are perturbed too, as in real fine-tunes (freshly initialized ones are all equal)."""
+def make_tiny(
+    folder: Path,
+    family: str = "llama",
+    layers: int = 4,
+    seed: int = 0,
+    hidden: int = 64,
+    tied: bool = True,
+    extra_tokens: list[str] | None = None,
+    pickle: bool = False,
+    perturb_norms: bool = True,
+) -> Path:
+    """A tiny random model of a transformers family (llama, mistral, gemma2, mixtral), with the tiny tokenizer.
+    `perturb_norms`: norm weights differ between models, as in real fine-tunes (fresh ones are all equal)."""
     import transformers
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tok = make_tokenizer(folder)
+    tok = make_tokenizer(folder, extra_tokens)
     name, extra = FAMILIES[family]
     config = getattr(transformers, name)(
         vocab_size=len(tok),
@@ -111,6 +85,7 @@ def make_tiny(folder: Path, family: str, layers: int = 4, seed: int = 0, hidden:
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=256,
+        tie_word_embeddings=tied,
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
@@ -118,12 +93,23 @@ def make_tiny(folder: Path, family: str, layers: int = 4, seed: int = 0, hidden:
     )
     torch.manual_seed(seed)
     model = transformers.AutoModelForCausalLM.from_config(config)
-    with torch.no_grad():
-        for param in model.parameters():
-            if param.dim() == 1:
-                param.add_(torch.randn_like(param) * 0.05)
-    model.save_pretrained(folder, safe_serialization=True)
+    if perturb_norms:
+        with torch.no_grad():
+            for param in model.parameters():
+                if param.dim() == 1:
+                    param.add_(torch.randn_like(param) * 0.05)
+    if pickle:
+        config.architectures = [type(model).__name__]
+        config.save_pretrained(folder)
+        torch.save(model.state_dict(), folder / "pytorch_model.bin")
+    else:
+        model.save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+def make_tiny_llama(folder: Path, seed: int = 0, layers: int = 4, **options) -> Path:
+    """The tiny Llama most tests use (fresh norms, as before the corpus needed perturbed ones)."""
+    return make_tiny(folder, "llama", layers=layers, seed=seed, perturb_norms=False, **options)
 
 
 def make_tiny_lora(folder: Path, base: Path, seed: int = 0, rank: int = 4) -> Path:
