@@ -199,3 +199,22 @@ def test_dare_sweep_saves_the_model_it_scored_and_repeats(tmp_path, tiny_models)
             assert folder_digest(out / "candidates" / cid / "model") == digest
         boards.append([(r["id"], r["score"]) for r in json.loads((out / "leaderboard.json").read_text())])
     assert boards[0] == boards[1]
+
+
+def test_sweep_scores_a_vocabulary_merge_from_disk(tmp_path, tiny_models):
+    """mergekit builds a union vocabulary only while writing, so such a candidate is scored from disk."""
+    config = {
+        "merge_method": "ties",
+        "base_model": str(tiny_models["a"]),
+        "dtype": "float32",
+        "tokenizer_source": "union",
+        "parameters": {"normalize": True},
+        "models": [
+            {"model": str(tiny_models[m]), "parameters": {"density": 0.5, "weight": 0.5}} for m in ("b", "extra_vocab")
+        ],
+    }
+    path = write(tmp_path / "r.yaml", {"merge": config, "eval": {"limit": 4}})
+    out = tmp_path / "sweep"
+    result = runner.invoke(app, ["sweep", str(path), "--out", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.stderr
+    assert (out / "best" / "model.safetensors").exists()

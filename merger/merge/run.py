@@ -103,6 +103,11 @@ def write_provenance(candidate: Candidate, folder: Path) -> None:
     (folder / "merger_candidate.json").write_text(candidate.model_dump_json(indent=2) + "\n", encoding="utf-8")
 
 
+def in_memory_supported(candidate: Candidate) -> bool:
+    """mergekit builds a merged vocabulary (`tokenizer_source`, `tokenizer:`) only while writing to disk."""
+    return not (candidate.merge.get("tokenizer_source") or candidate.merge.get("tokenizer"))
+
+
 class Merged(NamedTuple):
     model: Any
     tokenizer: Any
@@ -129,7 +134,7 @@ def merge_in_memory(
     from transformers.initialization import no_init_weights
     from transformers.trainer_utils import set_seed
 
-    if candidate.merge.get("tokenizer_source") or candidate.merge.get("tokenizer"):
+    if not in_memory_supported(candidate):
         raise ValueError("vocabulary surgery (tokenizer_source / tokenizer) is only supported by merge_to_disk")
     config = MergeConfiguration.model_validate(candidate.merge)
     options = _options(candidate, device, trust_remote_code, lora_merge_cache, quiet=True)

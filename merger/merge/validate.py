@@ -243,6 +243,7 @@ def check_merge(candidate: Candidate, allow_pickle: bool = False, trust_remote_c
     # Models: present, readable, safe to load, of an architecture mergekit or transformers knows.
     infos: dict[str, ModelInfo] = {}
     trusted = trust_remote_code or candidate.trust_remote_code
+    adapters = set()
     for where, ref in model_refs(merge):
         path = model_path(ref)
         if path not in infos:
@@ -261,7 +262,9 @@ def check_merge(candidate: Candidate, allow_pickle: bool = False, trust_remote_c
                 problem(where, f"'{path}' needs custom code; set `trust_remote_code: true` or pass --trust-remote-code")
             elif (why := _architecture_problem(info, trusted)) is not None:
                 problem(where, why)
-        _check_adapter(where, ref, infos.get(path), allow_pickle, problem, note)
+        if ref not in adapters:
+            adapters.add(ref)
+            _check_adapter(where, ref, infos.get(path), allow_pickle, problem, note)
     infos = {path: info for path, info in infos.items() if info is not None}
     if report.problems:
         return report

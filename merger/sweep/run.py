@@ -22,6 +22,7 @@ from merger.config.recipe import Candidate
 from merger.config.results import EvalSummary, ItemRow, Scores, SweepCandidate, SweepMeta
 from merger.core.atomic import atomic_output_dir, atomic_write
 from merger.core.errors import UserError
+from merger.merge.run import in_memory_supported
 from merger.publish.card import write_card
 from merger.sweep import jobs
 from merger.sweep.journal import Journal
@@ -78,6 +79,9 @@ class Sweep:
         """Candidates with DPO live on disk (merged, then refined); others only once saved."""
         if c.dpo is None:
             saved = self.folder(c.id) / "model"
+            if not in_memory_supported(c):  # vocabulary surgery: scored from disk, like a kept candidate
+                self.save(c)
+                return saved
             return saved if self.journal.done(c.id, "save") and (saved / "config.json").exists() else None
         merged, refined = self.folder(c.id) / "merged", self.folder(c.id) / "model"
         gone = self.journal.done(c.id, "dpo") and not (refined / "config.json").exists()
