@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from merger.config.recipe import Candidate
-from merger.core.errors import Problem
+from merger.core.errors import Problem, problems_from
 from merger.core.hf import ModelInfo, inspect_adapter, inspect_model, model_path
 
 SHAPE_KEYS = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads")
@@ -193,9 +193,7 @@ def check_merge(candidate: Candidate, allow_pickle: bool = False, trust_remote_c
     try:
         MergeConfiguration.model_validate(merge)
     except ValidationError as exc:
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
-            problem(f"merge.{loc}" if loc else "merge", err["msg"])
+        report.problems.extend(problems_from(exc, file, "merge"))
         return report
     except (RuntimeError, ValueError, TypeError) as exc:
         problem("merge", str(exc))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from merger.core.hf import front_matter, pickled_files, require_model_folder
+from merger.core.hf import front_matter, inspect_model, pickled_files, require_model_folder
 from merger.publish.card import inputs_of
 
 PROMPTS = [
@@ -184,13 +184,12 @@ def _stored_dtype(weights: list[Path]) -> str:
 
 def _tie_note(model_dir: Path, model) -> str | None:
     """An lm_head untied by mistake doubles the embedding's parameters; compare with the inputs."""
-    import json
-
     tied_inputs = []
     for ref in inputs_of(model_dir):
-        config = Path(ref) / "config.json"
-        if config.exists():
-            tied_inputs.append(bool(json.loads(config.read_text()).get("tie_word_embeddings", False)))
+        try:
+            tied_inputs.append(inspect_model(ref).tied_embeddings)
+        except LookupError:  # an input no longer at hand says nothing either way
+            continue
     if tied_inputs and all(tied_inputs) and not model.config.tie_word_embeddings:
         return "lm_head is untied although every input ties it to the embedding"
     return None
