@@ -35,7 +35,7 @@ def _cli_type(annotation) -> tuple[type, bool]:
 
 
 def settings_options(
-    model: type[BaseModel], command: str = "merger dpo"
+    model: type[BaseModel], command: str = "merger"
 ) -> tuple[list[inspect.Parameter], Callable[[dict], BaseModel]]:
     """Flags generated from a settings model (one option set, one set of defaults, for the flag and the recipe), and
     how to build the model from their values."""
@@ -70,7 +70,7 @@ def settings_options(
 
 def with_settings_flags(fn: Callable, model: type[BaseModel]) -> Callable[[dict], BaseModel]:
     """Give `fn` (whose `**settings` collects them) one flag per field of `model`; returns how to build the model."""
-    params, build = settings_options(model)
+    params, build = settings_options(model, f"merger {fn.__name__}")
     own = [p for p in inspect.signature(fn).parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
     fn.__signature__ = inspect.Signature(own + params)
     return build
