@@ -86,3 +86,25 @@ def test_corpus_config(path, corpus_root, tmp_path):
     assert ours.keys() == theirs.keys()
     different = [name for name in ours if not torch.equal(ours[name], theirs[name])]
     assert not different, different[:5]
+
+
+@pytest.mark.slow
+def test_the_reference_is_what_mergekit_yaml_writes(corpus_root, tmp_path):
+    """The in-process reference above equals the real `mergekit-yaml --random-seed 0` on a randomized config."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    [path] = [p for p in configs() if p.stem == "19-midnight-rose-dare-ties-typo"]
+    config = localize(path, corpus_root)
+    recipe = tmp_path / "config.yaml"
+    recipe.write_text(yaml.safe_dump(config, sort_keys=False))
+    cli = Path(sys.executable).parent / "mergekit-yaml"
+    subprocess.run(
+        [cli, recipe, tmp_path / "cli", "--random-seed", "0", "--lora-merge-cache", corpus_root / "lora-cache"],
+        check=True,
+        capture_output=True,
+    )
+    assert mergekit_merge(config, tmp_path / "inproc", corpus_root / "lora-cache") is None
+    cli_tensors, inproc = tensors(tmp_path / "cli"), tensors(tmp_path / "inproc")
+    assert cli_tensors.keys() == inproc.keys() and all(torch.equal(cli_tensors[k], inproc[k]) for k in inproc)
