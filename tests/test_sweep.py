@@ -223,3 +223,30 @@ def test_smollm2_sweep_survives_sigkill(smollm2, smollm2_variant, tmp_path):
     dus_row = next(r for r in rows if r["recipe"].endswith("dus.yaml"))
     assert (dus_row["id"], "dpo") in after
     assert json.loads((out / "best" / "config.json").read_text())["num_hidden_layers"] in (30, 44)
+
+
+def test_fresh_starts_over_but_never_under_a_running_sweep(tiny_models, tmp_path):
+    from merger.sweep.journal import Journal
+
+    recipe = write(
+        tmp_path / "r.yaml",
+        slerp_recipe(tiny_models["a"], tiny_models["b"], 4, [0.5], eval={"tasks": ["arithmetic"], "limit": 4}),
+    )
+    out = tmp_path / "sweep"
+    sweep(recipe, "--out", out)
+    before = stages(out)
+    holder = Journal(out)
+    try:
+        result = runner.invoke(app, ["sweep", str(recipe), "--out", str(out), "--fresh"])
+        assert result.exit_code == 2 and "another sweep is writing this journal" in result.stderr
+        assert stages(out) == before, "the running sweep's journal is untouched"
+    finally:
+        holder.close()
+
+    def started():
+        return dict(sqlite3.connect(out / "journal.sqlite").execute("SELECT stage, started FROM stages").fetchall())
+
+    first = started()
+    sweep(recipe, "--out", out, "--fresh")
+    assert stages(out).keys() == before.keys() and all(runs == 1 for _, runs in stages(out).values())
+    assert all(started()[stage] > first[stage] for stage in first), "every stage was run again"

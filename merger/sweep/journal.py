@@ -43,13 +43,9 @@ class Journal:
     def exists(folder: Path) -> bool:
         return (Path(folder) / FILES[0]).exists()
 
-    @staticmethod
-    def remove(folder: Path) -> None:
-        """Forget every result in `folder` (a sweep started over)."""
-        for name in FILES:
-            (Path(folder) / name).unlink(missing_ok=True)
-
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, fresh: bool = False):
+        """Open (or create) the journal in `folder`, holding its lock; `fresh` first forgets every result, under
+        the lock, so a running sweep's journal is never deleted."""
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self._lock = open(self.folder / "sweep.lock", "w")
@@ -59,6 +55,9 @@ class Journal:
             raise UserError.one(str(self.folder), "--out", "another sweep is writing this journal") from None
         self._lock.write(str(os.getpid()))
         self._lock.flush()
+        if fresh:
+            for name in FILES:
+                (self.folder / name).unlink(missing_ok=True)
         self.db = sqlite3.connect(self.folder / "journal.sqlite", isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(SCHEMA)

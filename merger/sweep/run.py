@@ -46,6 +46,7 @@ class Sweep:
         device: str,
         keep: int | None,
         lora_merge_cache: Path | None = None,
+        fresh: bool = False,
     ):
         self.candidates = {c.id: c for c in candidates}
         self.out = Path(out)
@@ -53,7 +54,10 @@ class Sweep:
         self.lora_merge_cache = lora_merge_cache
         self.eval, self.select = sweep_settings(candidates)
         self.keep = keep or self.select.keep
-        self.journal = Journal(self.out)
+        self.journal = Journal(self.out, fresh=fresh)
+        if fresh:  # the journal forgot these; their folders go too
+            for name in ("candidates", "best"):
+                shutil.rmtree(self.out / name, ignore_errors=True)
         for c in candidates:
             self.journal.add_candidate(c)
 
@@ -217,11 +221,7 @@ def run_sweep(
     for note in dict.fromkeys(n for c in plan.candidates for n in c.notes):
         console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
     out = Path(out)
-    if fresh:
-        Journal.remove(out)
-        for name in ("candidates", "best"):
-            shutil.rmtree(out / name, ignore_errors=True)
-    sweep = Sweep(plan.candidates, out, device, keep, lora_merge_cache)
+    sweep = Sweep(plan.candidates, out, device, keep, lora_merge_cache, fresh)
     try:
         sweep.run()
         meta = SweepMeta(
