@@ -218,3 +218,10 @@ def test_sweep_scores_a_vocabulary_merge_from_disk(tmp_path, tiny_models):
     result = runner.invoke(app, ["sweep", str(path), "--out", str(out), "--device", "cpu"])
     assert result.exit_code == 0, result.stderr
     assert (out / "best" / "model.safetensors").exists()
+
+
+def test_an_adapter_for_another_base_is_noted(tmp_path, tiny_models, loras):
+    path = write(tmp_path / "r.yaml", slerp(tiny_models["a"], f"{tiny_models['b']}+{loras[0]}"))
+    result, errors, notes = validate(path)
+    assert result.exit_code == 0 and not errors
+    assert any(f"was trained on '{tiny_models['a']}', here applied to '{tiny_models['b']}'" in n for n in notes), notes
