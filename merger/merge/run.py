@@ -72,28 +72,40 @@ def _options(candidate: Candidate, device: str, trust_remote_code: bool, lora_me
     )
 
 
-def tensor_digest(tensors: dict) -> str:
-    """SHA-256 over every tensor's name, dtype, shape and bytes, in name order: equal digests, equal weights."""
+def _digest(named_tensors) -> str:
+    """SHA-256 over (name, tensor) pairs given in name order: each name, dtype, shape and bytes."""
     import hashlib
 
     import torch
 
     digest = hashlib.sha256()
-    for name in sorted(tensors):
-        tensor = tensors[name].contiguous().cpu()
+    for name, tensor in named_tensors:
+        tensor = tensor.contiguous().cpu()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
-def folder_digest(folder: Path) -> str:
-    """`tensor_digest` of every tensor in a folder's safetensors files."""
-    from safetensors.torch import load_file
+def tensor_digest(tensors: dict) -> str:
+    """SHA-256 over every tensor's name, dtype, shape and bytes, in name order: equal digests, equal weights."""
+    return _digest((name, tensors[name]) for name in sorted(tensors))
 
-    tensors: dict = {}
+
+def folder_digest(folder: Path) -> str:
+    """`tensor_digest` of every tensor in a folder's safetensors files, read one tensor at a time."""
+    from safetensors import safe_open
+
+    where: dict[str, Path] = {}
     for path in sorted(Path(folder).glob("*.safetensors")):
-        tensors.update(load_file(path))
-    return tensor_digest(tensors)
+        with safe_open(path, framework="pt") as handle:
+            where.update(dict.fromkeys(handle.keys(), path))
+
+    def tensors():
+        for name in sorted(where):
+            with safe_open(where[name], framework="pt") as handle:
+                yield name, handle.get_tensor(name)
+
+    return _digest(tensors())
 
 
 def write_provenance(candidate: Candidate, folder: Path) -> None:
@@ -111,11 +123,16 @@ def in_memory_supported(candidate: Candidate) -> bool:
 class Merged(NamedTuple):
     model: Any
     tokenizer: Any
-    digest: str  # tensor_digest of the merged tensors, as merge_to_disk would write them
+    digest: str | None  # tensor_digest of the merged tensors (as merge_to_disk writes them), when asked for
 
 
 def merge_in_memory(
-    candidate: Candidate, *, device: str = "cpu", trust_remote_code: bool = False, lora_merge_cache: Path | None = None
+    candidate: Candidate,
+    *,
+    device: str = "cpu",
+    trust_remote_code: bool = False,
+    lora_merge_cache: Path | None = None,
+    digest: bool = True,
 ) -> Merged:
     """Merge with mergekit's planner and executor, straight into a live model: nothing written to disk.
 
@@ -155,7 +172,7 @@ def merge_in_memory(
     for task, value in Executor(targets=targets, math_device=options.device, storage_device="cpu").run(quiet=True):
         if isinstance(task, ReturnTensor):
             tensors[task.weight_info.name] = value.contiguous()
-    digest = tensor_digest(tensors)
+    fingerprint = tensor_digest(tensors) if digest else None
     dtype = next(iter(tensors.values())).dtype
     with no_init_weights():  # every weight is overwritten below; random init would only cost time
         model = AutoModelForCausalLM.from_config(out_config, dtype=dtype, trust_remote_code=options.trust_remote_code)
@@ -172,4 +189,4 @@ def merge_in_memory(
     tokenizer = AutoTokenizer.from_pretrained(
         donor.model.path, revision=donor.model.revision, trust_remote_code=options.trust_remote_code
     )
-    return Merged(model, tokenizer, digest)
+    return Merged(model, tokenizer, fingerprint)

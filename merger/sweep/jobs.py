@@ -17,7 +17,7 @@ from merger.evaluate.documents import reference_texts
 from merger.evaluate.evaluator import evaluate, stderr
 from merger.evaluate.model import load_model
 from merger.evaluate.tasks import TASKS
-from merger.merge.run import folder_digest, merge_in_memory, merge_to_disk
+from merger.merge.run import merge_in_memory, merge_to_disk
 from merger.sweep.plan import check_disk
 
 
@@ -35,11 +35,10 @@ def refine(
     return run_dpo(model_dir, settings, out, references, device=device, force=force, show_progress=show_progress)
 
 
-def materialize(candidate: Candidate, target: Path, device: str, lora_merge_cache: Path | None = None) -> str:
-    """The candidate's merge, written to `target` (checked for disk space first); returns its tensors' digest."""
+def materialize(candidate: Candidate, target: Path, device: str, lora_merge_cache: Path | None = None) -> Path:
+    """The candidate's merge, written to `target` (checked for disk space first)."""
     check_disk(candidate, target.parent)
-    merge_to_disk(candidate, target, device=device, force=True, quiet=True, lora_merge_cache=lora_merge_cache)
-    return folder_digest(target)
+    return merge_to_disk(candidate, target, device=device, force=True, quiet=True, lora_merge_cache=lora_merge_cache)
 
 
 def refine_candidate(candidate: Candidate, merged: Path, refined: Path, device: str) -> DPORun:
@@ -49,12 +48,14 @@ def refine_candidate(candidate: Candidate, merged: Path, refined: Path, device: 
     return run
 
 
-def live(candidate: Candidate, folder: Path | None, device: str, lora_merge_cache: Path | None = None):
+def live(
+    candidate: Candidate, folder: Path | None, device: str, lora_merge_cache: Path | None = None, digest: bool = False
+):
     """(model, tokenizer, digest): loaded from `folder` when the candidate is on disk (no digest), else merged in
-    memory (the digest of the tensors scored)."""
+    memory (with the digest of the tensors scored, when asked for)."""
     if folder is not None:
         return (*load_model(folder, device), None)
-    return merge_in_memory(candidate, device=device, lora_merge_cache=lora_merge_cache)
+    return merge_in_memory(candidate, device=device, lora_merge_cache=lora_merge_cache, digest=digest)
 
 
 def score(
@@ -66,10 +67,11 @@ def score(
     offset: int,
     device: str,
     lora_merge_cache: Path | None = None,
+    digest: bool = False,
 ) -> tuple[EvalSummary, list[ItemRow], str | None]:
     """Items [offset, offset + limit) of the seeded order, scored; each item's headline value for selection, and
-    the digest of the weights scored when they were merged in memory."""
-    model, tokenizer, digest = live(candidate, folder, device, lora_merge_cache)
+    (with `digest`) the digest of the weights scored when they were merged in memory."""
+    model, tokenizer, digest = live(candidate, folder, device, lora_merge_cache, digest)
     report = evaluate(
         model,
         tokenizer,

@@ -22,7 +22,7 @@ from merger.config.recipe import Candidate
 from merger.config.results import EvalSummary, ItemRow, Scores, SweepCandidate, SweepMeta
 from merger.core.atomic import atomic_output_dir, atomic_write
 from merger.core.errors import UserError
-from merger.merge.run import in_memory_supported
+from merger.merge.run import folder_digest, in_memory_supported
 from merger.publish.card import write_card
 from merger.sweep import jobs
 from merger.sweep.journal import Journal
@@ -90,7 +90,7 @@ class Sweep:
         merged, refined = self.folder(c.id) / "merged", self.folder(c.id) / "model"
         gone = self.journal.done(c.id, "dpo") and not (refined / "config.json").exists()
         if gone or not self.journal.done(c.id, "dpo"):
-            self._stage(c, "merge", lambda: ({"digest": self._materialize(c, merged)}, merged, None), redo=gone)
+            self._stage(c, "merge", lambda: ({}, self._materialize(c, merged), None), redo=gone)
         self._stage(
             c, "dpo", lambda: (jobs.refine_candidate(c, merged, refined, self.device), refined, None), redo=gone
         )
@@ -101,17 +101,26 @@ class Sweep:
         name = f"eval-{split}-{_key(self.eval.model_dump())}-{offset}-{limit}"
 
         def work():
+            recorded = self.journal.done(c.id, "scored-weights")  # the first in-memory merge records its digest
             summary, items, digest = jobs.score(
-                c, self.model_folder(c), self.eval, split, limit, offset, self.device, self.lora_merge_cache
+                c,
+                self.model_folder(c),
+                self.eval,
+                split,
+                limit,
+                offset,
+                self.device,
+                self.lora_merge_cache,
+                digest=not recorded,
             )
-            if digest is not None and not self.journal.done(c.id, "scored-weights"):
+            if digest is not None:
                 started = self.journal.start(c.id, "scored-weights")
                 self.journal.finish(c.id, "scored-weights", started, result={"digest": digest})
             return summary, None, items
 
         self._stage(c, name, work)
 
-    def _materialize(self, c: Candidate, target: Path) -> str:
+    def _materialize(self, c: Candidate, target: Path) -> Path:
         return jobs.materialize(c, target, self.device, self.lora_merge_cache)
 
     def save(self, c: Candidate) -> None:
@@ -121,16 +130,19 @@ class Sweep:
         target = self.folder(c.id) / "model"
 
         def work():
-            digest = self._materialize(c, target)
+            self._materialize(c, target)
             scored = self.journal.stage(c.id, "scored-weights")
-            if scored is not None and scored.result["digest"] != digest:
+            if scored is None:  # scored from disk: the saved folder is the one scored
+                return {"digest": None, "checked_against_scored": False}, target, None
+            digest = folder_digest(target)
+            if scored.result["digest"] != digest:
                 raise UserError.one(
                     str(target),
                     c.id,
                     f"the weights saved differ from the weights scored ({digest[:12]} != "
                     f"{scored.result['digest'][:12]}); the saved model is not the one on the leaderboard",
                 )
-            return {"digest": digest, "checked_against_scored": scored is not None}, target, None
+            return {"digest": digest, "checked_against_scored": True}, target, None
 
         self._stage(c, "save", work, redo=not (target / "config.json").exists())
 
