@@ -59,15 +59,24 @@ def require_model_folder(folder: Path, *, weights: bool = True, tokenizer: bool 
     return folder
 
 
-def front_matter(card: Path) -> dict[str, Any]:
-    """The YAML front matter of a model card (README.md); {} when there is none or it is not YAML."""
+def _card_parts(card: Path) -> tuple[str | None, str]:
+    """(front matter text or None, the text after it) of a model card; (None, "") when there is no card."""
     if not card.exists():
-        return {}
+        return None, ""
     text = card.read_text(encoding="utf-8")
     if not text.startswith("---"):
+        return None, text.strip()
+    parts = text.split("---", 2)
+    return parts[1], parts[2].strip() if len(parts) == 3 else text.strip()
+
+
+def front_matter(card: Path) -> dict[str, Any]:
+    """The YAML front matter of a model card (README.md); {} when there is none or it is not YAML."""
+    meta, _ = _card_parts(card)
+    if meta is None:
         return {}
     try:
-        data = yaml.safe_load(text.split("---", 2)[1])
+        data = yaml.safe_load(meta)
     except yaml.YAMLError:
         return {}
     return data if isinstance(data, dict) else {}
@@ -75,10 +84,7 @@ def front_matter(card: Path) -> dict[str, Any]:
 
 def card_body(card: Path) -> str:
     """A model card's text after its front matter."""
-    if not card.exists():
-        return ""
-    text = card.read_text(encoding="utf-8")
-    return text.split("---", 2)[2].strip() if text.startswith("---") and text.count("---") >= 2 else text.strip()
+    return _card_parts(card)[1]
 
 
 def hub_card(ref: str) -> dict[str, Any]:
