@@ -11,6 +11,7 @@ from rich.console import Console
 
 from merger import flags, render
 from merger.config.dpo import DPOSettings
+from merger.config.recipe import EvalSettings
 from merger.core import demo
 from merger.core.errors import Problem, UserError
 from merger.core.hf import cache_root
@@ -115,31 +116,18 @@ def merge(
 
 def eval_(
     model_dir: Path = typer.Argument(..., help="A Hugging Face model folder (safetensors)."),
-    tasks: str = typer.Option("arithmetic", "--tasks", help="Comma-separated task names (see README, Quick eval)."),
-    limit: int | None = typer.Option(None, "--limit", min=1, help="Score a seeded sample of N items per task."),
-    num_fewshot: str | None = typer.Option(None, "--num-fewshot", help="K, or task=K,... (default: leaderboard's)."),
-    seed: int = typer.Option(1234, "--seed", help="Seed of the --limit sample."),
-    data_dir: Path | None = typer.Option(None, "--data-dir", help="Local task data (else $MERGER_DATA_DIR, or hub)."),
-    json_out: Path | None = typer.Option(None, "--json", help="Write the summary as JSON."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the summary as JSON (lm-eval's metric keys)."),
     items_out: Path | None = typer.Option(None, "--items", help="Write one JSON line per scored item."),
     device: str = flags.DEVICE,
-    batch_size: int | None = typer.Option(None, "--batch-size", min=1, help="Items per batch (default: by memory)."),
     verbose: bool = flags.VERBOSE,
+    **settings,
 ) -> None:
-    """Score a model on quick leaderboard subsets, with lm-eval's prompts and metrics."""
-    report = evaluate_folder(
-        model_dir,
-        tasks,
-        device=device,
-        json_out=json_out,
-        items_out=items_out,
-        limit=limit,
-        num_fewshot=flags.parse_fewshot(num_fewshot),
-        seed=seed,
-        data=data_dir,
-        batch_size=batch_size,
-    )
+    """Score a model on lm-eval tasks (any task, group, tag or preset) with merger's fast backend."""
+    report = evaluate_folder(model_dir, eval_settings(settings), device=device, json_out=json_out, items_out=items_out)
     out.print(results_table(report, title=str(model_dir)))
+
+
+eval_settings = flags.with_settings_flags(eval_, EvalSettings)
 
 
 def dpo(
@@ -208,11 +196,14 @@ def export(
     dtype: str = typer.Option("bf16", "--dtype", help="bf16, fp16 or fp32."),
     shard_size: str = typer.Option("5GB", "--shard-size", help="Largest safetensors shard."),
     push_to_hub: str | None = typer.Option(None, "--push-to-hub", help="Upload to this Hub repo."),
+    eval_results: bool = typer.Option(False, "--eval-results", help="Add .eval_results/ for benchmark scores."),
     force: bool = flags.FORCE,
     verbose: bool = flags.VERBOSE,
 ) -> None:
     """Write an upload-ready copy (safetensors shards, tokenizer, chat template, card); optionally upload it."""
-    url = export_model(model_dir, out_dir, dtype=dtype, shard_size=shard_size, force=force, push_to_hub=push_to_hub)
+    url, skipped = export_model(model_dir, out_dir, dtype, shard_size, force, push_to_hub, eval_results)
+    for reason in skipped:
+        out.print(f"not in .eval_results: {reason}", markup=False)
     out.print(f"wrote {out_dir}" + (f"\nuploaded: {url}" if url else ""))
 
 

@@ -24,11 +24,17 @@ SEED = typer.Option(None, "--random-seed", help="Seed of randomized merges (defa
 LORA_CACHE = typer.Option(None, "--lora-merge-cache", help="Where LoRA inputs are merged (default: merger's cache).")
 
 
+def _members(annotation) -> tuple:
+    return typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+
+
 def _cli_type(annotation) -> tuple[type, bool]:
     """(the flag's type, whether a comma-separated value becomes a list) for a settings field's annotation."""
-    members = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    members = _members(annotation)
     if any(typing.get_origin(m) is list for m in members):
         return str | None, True
+    if any(typing.get_origin(m) is dict for m in members):
+        return str | None, False  # `K` or `task=K,...`: the settings model parses it
     if typing.get_origin(annotation) is typing.Literal:
         return str, False
     return (members[0] | None if type(None) in members else annotation), False
@@ -55,7 +61,7 @@ def settings_options(
             text = given[name]
             given[name] = (
                 text
-                if "," not in text and str in typing.get_args(model.model_fields[name].annotation)
+                if "," not in text and str in _members(model.model_fields[name].annotation)
                 else [part.strip() for part in text.split(",") if part.strip()]
             )
         try:
@@ -70,19 +76,7 @@ def settings_options(
 
 def with_settings_flags(fn: Callable, model: type[BaseModel]) -> Callable[[dict], BaseModel]:
     """Give `fn` (whose `**settings` collects them) one flag per field of `model`; returns how to build the model."""
-    params, build = settings_options(model, f"merger {fn.__name__}")
+    params, build = settings_options(model, f"merger {fn.__name__.rstrip('_')}")
     own = [p for p in inspect.signature(fn).parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
     fn.__signature__ = inspect.Signature(own + params)
     return build
-
-
-def parse_fewshot(value: str | None) -> int | dict[str, int] | None:
-    """`5` for every task, or `arc_challenge=25,hellaswag=10` per task."""
-    if value is None:
-        return None
-    try:
-        if "=" not in value:
-            return int(value)
-        return {k.strip(): int(v) for k, v in (part.split("=", 1) for part in value.split(","))}
-    except ValueError:
-        raise UserError.one("--num-fewshot", "", f"'{value}' is not a number or task=number list") from None

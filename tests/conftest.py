@@ -11,6 +11,7 @@ from tiny import make_tiny_llama  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 EVALDATA = REPO.parent / "shared" / "evaldata"
+HUB = EVALDATA / "hub"  # a mirror of the hub datasets lm-eval's tasks read
 SMOLLM2_FIXTURES = {"smollm2", "smollm2_variant", "outputs", "live"}
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import EVALDATA
+from conftest import EVALDATA, HUB
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from typer.testing import CliRunner
 
@@ -75,10 +75,10 @@ def test_decontamination_finds_planted_items():
     arc = [json.loads(line) for line in (EVALDATA / "arc_challenge" / "test.jsonl").read_text().splitlines()[:50]]
     planted = f"Please answer: {arc[7]['question']} Thanks."
     clean = "A completely unrelated sentence about cooking pasta with garlic, olive oil and a little chili."
-    report, examples, flags = check([clean, planted, clean], reference_texts(["arc_challenge"], EVALDATA))
+    report, examples, flags = check([clean, planted, clean], reference_texts(["arc_challenge"], HUB))
     assert flags == [False, True, False]
     assert report.checked == 3 and report.matched == 1 and report.by_task == {"arc_challenge": 1}
-    assert examples[0]["item"] == arc[7]["id"]
+    assert examples[0]["item"] == "arc_challenge/7"
     assert len(ngrams("one two three")) == 0 and len(ngrams(" ".join(map(str, range(14))))) == 2
 
 
@@ -99,7 +99,7 @@ def test_decontaminate_flag_drops_matches(tiny_models, tmp_path):
         "--against",
         "arc_challenge",
         "--data-dir",
-        EVALDATA,
+        HUB,
         "--device",
         "cpu",
     )

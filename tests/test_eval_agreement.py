@@ -1,24 +1,45 @@
-"""merger's scorer against lm-eval on the same items of real benchmark data, with the real SmolLM2.
+"""merger's backend against lm-eval's own `hf` model, through the same lm-eval tasks on the same items.
 
-lm-eval runs its built-in task configs (local YAMLs that `include` them and only point at local data);
-per-item log-likelihoods must agree within 1e-3 and per-item decisions must be identical, except where
-two choices are within 1e-3 of each other.
+Both run lm-eval's evaluator (prompts, few-shot samples, filters, metrics); only the model backend differs. Per item:
+log-likelihoods within 1e-3, identical metrics (except where two choices are within 1e-3), identical generations.
+Real benchmark data comes from the hub mirror in shared/evaldata/hub; custom task YAMLs are written here.
 """
 
 import json
-from pathlib import Path
+import textwrap
 
 import pytest
-from conftest import EVALDATA
-from lmeval_reference import run_reference  # noqa: E402
+from conftest import HUB
 
-from merger.evaluate.data import sample_indices
-from merger.evaluate.evaluator import evaluate
+from merger.config.recipe import EvalSettings
+from merger.evaluate.evaluator import evaluate, make_lm
 from merger.evaluate.model import load_model
-from merger.evaluate.tasks import get_task
 
 TOL = 1e-3
-N = 16  # per case; each task runs 0-shot and few-shot, so a few dozen items per task
+
+
+def near_tie(lls) -> bool:
+    values = sorted(lls, reverse=True)
+    return len(values) > 1 and values[0] - values[1] < TOL
+
+
+def agree(model, tokenizer, **settings):
+    ours_settings = EvalSettings(data_dir=str(HUB), **settings)
+    ours = evaluate(make_lm(ours_settings, model, tokenizer), ours_settings, show_progress=False)
+    ref_settings = ours_settings.model_copy(update={"backend": "hf", "batch_size": 1})
+    ref = evaluate(make_lm(ref_settings, model, tokenizer), ref_settings, show_progress=False)
+    assert [i.id for i in ours.items] == [i.id for i in ref.items] and ours.items
+    for a, b in zip(ours.items, ref.items):
+        if a.lls is not None:
+            assert len(a.lls) == len(b.lls) and max(abs(x - y) for x, y in zip(a.lls, b.lls)) < TOL, a.id
+            if not near_tie(a.lls):
+                assert a.metrics == pytest.approx(b.metrics, abs=TOL), a.id
+        else:
+            assert a.generation == b.generation, a.id
+            assert a.metrics == b.metrics, a.id
+    for task, score in ours.tasks.items():
+        assert score.n == ref.tasks[task].n and score.num_fewshot == ref.tasks[task].num_fewshot
+    return ours
 
 
 @pytest.fixture(scope="module")
@@ -26,106 +47,120 @@ def live(smollm2):
     return load_model(smollm2, "cpu")
 
 
+@pytest.mark.parametrize(
+    "tasks, shots, limit, batch_size, gen_kwargs",
+    [
+        ("arc_challenge", 3, 8, None, None),
+        ("arc_challenge", 3, 8, 4, None),  # padded batches of several items: masks and positions must not leak
+        ("hellaswag", 3, 8, 4, None),
+        ("mmlu", 5, 8, None, None),
+        ("truthfulqa_mc2", 0, 8, 4, None),
+        ("winogrande", 0, 8, None, None),
+        ("gsm8k", 2, 3, None, "max_gen_toks=96"),
+        ("leaderboard_bbh_boolean_expressions", None, 8, None, None),
+        ("leaderboard_musr_team_allocation", None, 3, None, None),
+        ("leaderboard_mmlu_pro", None, 4, None, None),
+        ("leaderboard_math_algebra_hard", None, 2, None, "max_gen_toks=48"),
+        ("leaderboard_ifeval", None, 3, None, "max_gen_toks=48"),
+    ],
+)
+def test_smollm2_agrees_with_lm_eval_hf(live, tasks, shots, limit, batch_size, gen_kwargs):
+    ours = agree(*live, tasks=[tasks], num_fewshot=shots, limit=limit, batch_size=batch_size, gen_kwargs=gen_kwargs)
+    assert ours.tasks[tasks].n == limit
+
+
+MC_UTILS = """
+def process(dataset):
+    return dataset.map(lambda d: {"question": d["q"].strip().capitalize(), "options": d["opts"].split("|")})
+"""
+
+
 @pytest.fixture(scope="module")
-def winogrande_with_pool(tmp_path_factory) -> Path:
-    """Winogrande ships no few-shot split here; items far from the scored ones stand in, to test the sampler."""
-    root = tmp_path_factory.mktemp("wg")
-    lines = (EVALDATA / "winogrande" / "test.jsonl").read_text().splitlines()
-    (root / "winogrande").mkdir()
-    (root / "winogrande" / "test.jsonl").write_text("\n".join(lines[:600]) + "\n")
-    (root / "winogrande" / "fewshot.jsonl").write_text("\n".join(lines[1000:1100]) + "\n")
+def custom_tasks(tmp_path_factory):
+    """A user's own task folder: multiple choice with a `!function` doc processor, a generation task with a regex
+    filter, a log-likelihood task and a perplexity task, over a local JSONL file."""
+    root = tmp_path_factory.mktemp("my_tasks")
+    rows = [
+        {"q": f"what is {a} plus {b}?", "opts": f"{a + b}|{a + b + 1}|{a * b}", "gold": 0, "answer": str(a + b)}
+        for a, b in [(2, 3), (4, 5), (7, 1), (6, 6), (3, 9), (8, 2)]
+    ]
+    data = root / "rows.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    common = f"dataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {data}\ntest_split: test\n"
+    (root / "utils.py").write_text(MC_UTILS)
+    (root / "my_mc.yaml").write_text(
+        "task: my_mc\n"
+        + common
+        + textwrap.dedent("""\
+        output_type: multiple_choice
+        process_docs: !function utils.process
+        doc_to_text: "Question: {{question}}\\nAnswer:"
+        doc_to_choice: "{{options}}"
+        doc_to_target: gold
+        metric_list:
+          - metric: acc
+          - metric: acc_norm
+        """)
+    )
+    (root / "my_gen.yaml").write_text(
+        "task: my_gen\n"
+        + common
+        + textwrap.dedent("""\
+        output_type: generate_until
+        doc_to_text: "Q: {{q}}\\nA:"
+        doc_to_target: "{{answer}}"
+        generation_kwargs:
+          until: ["\\n"]
+          max_gen_toks: 12
+          do_sample: false
+        filter_list:
+          - name: first-number
+            filter:
+              - function: regex
+                regex_pattern: "(-?[0-9]+)"
+              - function: take_first
+        metric_list:
+          - metric: exact_match
+        """)
+    )
+    (root / "my_ll.yaml").write_text(
+        "task: my_ll\n"
+        + common
+        + textwrap.dedent("""\
+        output_type: loglikelihood
+        doc_to_text: "Q: {{q}}\\nA:"
+        doc_to_target: " {{answer}}"
+        metric_list:
+          - metric: perplexity
+          - metric: acc
+        """)
+    )
+    (root / "my_ppl.yaml").write_text(
+        "task: my_ppl\n"
+        + common
+        + textwrap.dedent("""\
+        output_type: loglikelihood_rolling
+        doc_to_text: ""
+        doc_to_target: "{{q}} The answer is {{answer}}."
+        metric_list:
+          - metric: word_perplexity
+          - metric: byte_perplexity
+          - metric: bits_per_byte
+        """)
+    )
     return root
 
 
-def near_tie(lls, lengths=None) -> bool:
-    values = sorted((ll / n for ll, n in zip(lls, lengths)) if lengths else lls, reverse=True)
-    return len(values) > 1 and values[0] - values[1] < TOL
+@pytest.mark.parametrize("task", ["my_mc", "my_gen", "my_ll", "my_ppl"])
+def test_custom_task_yamls_agree(tiny_models, custom_tasks, task):
+    model, tokenizer = load_model(tiny_models["a"], "cpu")
+    ours = agree(model, tokenizer, tasks=[task], include_path=[str(custom_tasks)])
+    assert ours.tasks[task].n == ours.tasks[task].n_total == 6
+    if task == "my_gen":
+        assert all(item.generation is not None for item in ours.items)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    "task, shots, data, batch_size",
-    [
-        ("arc_challenge", 0, None, None),
-        ("arc_challenge", 3, None, None),
-        ("arc_challenge", 3, None, 4),  # padded batches of several items: masks and positions must not leak
-        ("hellaswag", 0, None, None),
-        ("hellaswag", 3, None, None),
-        ("hellaswag", 3, None, 4),
-        ("mmlu", 0, None, None),
-        ("mmlu", 5, None, None),
-        ("truthfulqa_mc2", 0, None, 4),
-        ("winogrande", 0, None, None),
-        ("winogrande", 3, "pool", 4),
-    ],
-)
-def test_items_agree_with_lm_eval(live, tmp_path, winogrande_with_pool, task, shots, data, batch_size):
-    model, tokenizer = live
-    root = winogrande_with_pool if data == "pool" else EVALDATA
-    ours = evaluate(
-        model, tokenizer, [task], limit=N, num_fewshot=shots, data=root, show_progress=False, batch_size=batch_size
-    )
-    assert ours.tasks[task].n == N and ours.tasks[task].num_fewshot == shots
-
-    t = get_task(task)
-    test, pool = t.load(root)
-    docs = [test[i] for i in sample_indices(len(test), N, 1234)]
-    reference, _ = run_reference(model, tokenizer, task, docs, pool, shots, tmp_path)
-    assert len(reference) == N
-
-    for item, doc in zip(ours.items, docs):
-        ref = reference[item.id]
-        assert len(item.lls) == len(ref["lls"])
-        assert max(abs(a - b) for a, b in zip(item.lls, ref["lls"])) < TOL, item.id
-        if task == "truthfulqa_mc2":
-            assert item.mc2 == pytest.approx(ref["acc"], abs=TOL)
-            continue
-        if not near_tie(item.lls):
-            assert item.acc == ref["acc"], item.id
-        if item.acc_norm is not None and not near_tie(item.lls, [len(c) for c in t.doc_to_choice(doc)]):
-            assert item.acc_norm == ref["acc_norm"], item.id
-
-
-def test_limit_sample_is_seeded_and_in_file_order():
-    a = sample_indices(1172, 30, 1234)
-    assert a == sample_indices(1172, 30, 1234) == sorted(a)
-    assert a != sample_indices(1172, 30, 7)
-    assert sample_indices(10, None, 1) == list(range(10))
-
-
-def test_cli_writes_summary_and_items(smollm2, tmp_path):
-    from typer.testing import CliRunner
-
-    from merger.cli import app
-
-    summary, items = tmp_path / "s.json", tmp_path / "i.jsonl"
-    result = CliRunner().invoke(
-        app,
-        [
-            "eval",
-            str(smollm2),
-            "--tasks",
-            "arithmetic,winogrande",
-            "--limit",
-            "8",
-            "--data-dir",
-            str(EVALDATA),
-            "--json",
-            str(summary),
-            "--items",
-            str(items),
-            "--device",
-            "cpu",
-        ],
-    )
-    assert result.exit_code == 0, result.output + result.stderr
-    tasks = json.loads(summary.read_text())["tasks"]
-    assert set(tasks) == {"arithmetic", "winogrande"}
-    for entry in tasks.values():
-        assert {"acc", "acc_stderr", "n", "num_fewshot", "seconds"} <= set(entry) and entry["n"] == 8
-    assert tasks["arithmetic"]["num_fewshot"] == 5 and tasks["winogrande"]["num_fewshot"] == 0
-    records = [json.loads(line) for line in items.read_text().splitlines()]
-    assert len(records) == 16
-    assert {"task", "id", "lls", "acc"} <= set(records[0])
-    # SmolLM2 does two-digit arithmetic far above chance (0.25) on the generated task.
-    assert tasks["arithmetic"]["acc"] >= 0.5
+def test_demo_task_needs_no_data(tiny_models):
+    model, tokenizer = load_model(tiny_models["a"], "cpu")
+    ours = agree(model, tokenizer, tasks=["merger_arithmetic"], limit=6)
+    assert ours.tasks["merger_arithmetic"].num_fewshot == 5 and ours.tasks["merger_arithmetic"].n_total == 500

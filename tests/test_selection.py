@@ -68,7 +68,7 @@ def test_leaderboard_table_fits_80_columns():
             ci=(0.41, 0.62),
             tied_with_best=i > 2,
             p_vs_best=0.3,
-            tasks={"arc_challenge": 0.4, "arithmetic": 0.6},
+            tasks={"arc_challenge": 0.4, "merger_arithmetic": 0.6},
             n_items=40,
         )
         for i, t in enumerate([0.0, 0.25, 0.5, 0.75, 1.0])

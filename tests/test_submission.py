@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import EVALDATA
+from conftest import EVALDATA, HUB
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
@@ -48,10 +48,10 @@ def outputs(smollm2, smollm2_variant, tmp_path_factory):
                 },
                 "sweep": {"merge.parameters.t": [0.3, 0.7]},
                 "eval": {
-                    "tasks": ["arithmetic", "arc_challenge"],
+                    "tasks": ["merger_arithmetic", "arc_challenge"],
                     "limit": 6,
                     "num_fewshot": {"arc_challenge": 0},
-                    "data_dir": str(EVALDATA),
+                    "data_dir": str(HUB),
                 },
                 "select": {"report_items": 6},
             }
@@ -81,13 +81,13 @@ def outputs(smollm2, smollm2_variant, tmp_path_factory):
         "--device",
         "cpu",
         "--against",
-        "arithmetic",
+        "merger_arithmetic",
     )
     invoke(
         "eval",
         root / "dpo",
         "--tasks",
-        "arithmetic",
+        "merger_arithmetic",
         "--limit",
         "6",
         "--json",
@@ -107,9 +107,9 @@ def test_best_card_matches_the_journal(outputs):
     [leader] = [r for r in json.loads((outputs["root"] / "sweep" / "leaderboard.json").read_text())[:1]]
     reported = leader["reported"]["tasks"]
     results = meta["model-index"][0]["results"]
-    assert {r["dataset"]["type"] for r in results} == {"allenai/ai2_arc", "arithmetic"}
+    assert {r["dataset"]["type"] for r in results} == {"allenai/ai2_arc", "merger_arithmetic"}
     for r in results:
-        task = "arc_challenge" if r["dataset"]["type"] == "allenai/ai2_arc" else "arithmetic"
+        task = "arc_challenge" if r["dataset"]["type"] == "allenai/ai2_arc" else "merger_arithmetic"
         assert r["metrics"][0]["value"] == round(reported[task] * 100, 2)
     assert meta["model-index"][0]["name"] == f"sweep-{leader['id']}"
     text = (best / "README.md").read_text()
@@ -122,9 +122,9 @@ def test_dpo_card_states_data_and_decontamination(outputs):
     assert {"merge", "dpo"} <= set(meta["tags"]) and meta["license"] == "apache-2.0"
     text = (outputs["dpo"] / "README.md").read_text()
     assert "## DPO" in text and "4 pairs checked" in text
-    summary = json.loads((outputs["root"] / "dpo_eval.json").read_text())["tasks"]["arithmetic"]
+    summary = json.loads((outputs["root"] / "dpo_eval.json").read_text())["tasks"]["merger_arithmetic"]
     [result] = meta["model-index"][0]["results"]
-    assert result["metrics"][0]["value"] == round(summary["acc"] * 100, 2)
+    assert result["metrics"][0]["value"] == round(summary["acc,none"] * 100, 2)
     assert "not used to select this model" in text
 
 
@@ -197,7 +197,8 @@ def test_preflight_catches_planted_faults(outputs, tmp_path):
 
 
 def test_export_round_trip(outputs, tmp_path):
-    from merger.evaluate.evaluator import evaluate
+    from merger.config.recipe import EvalSettings
+    from merger.evaluate.evaluator import evaluate, make_lm
     from merger.evaluate.model import load_model
 
     exported = tmp_path / "export"
@@ -213,10 +214,10 @@ def test_export_round_trip(outputs, tmp_path):
     } <= names
     assert len(list(exported.glob("*.safetensors"))) >= 3
     assert front_matter(exported / "README.md")["model-index"][0]["name"] == "export"
-    args = dict(limit=6, data=EVALDATA, num_fewshot=0, show_progress=False)
-    a = evaluate(*load_model(outputs["best"], "cpu"), ["arc_challenge"], **args)
-    b = evaluate(*load_model(exported, "cpu"), ["arc_challenge"], **args)
-    assert [i.acc for i in a.items] == [i.acc for i in b.items]
+    settings = EvalSettings(tasks=["arc_challenge"], limit=6, data_dir=str(HUB), num_fewshot=0)
+    a = evaluate(make_lm(settings, *load_model(outputs["best"], "cpu")), settings, show_progress=False)
+    b = evaluate(make_lm(settings, *load_model(exported, "cpu")), settings, show_progress=False)
+    assert [i.metrics for i in a.items] == [i.metrics for i in b.items]
     assert all(max(abs(x - y) for x, y in zip(i.lls, j.lls)) < 1e-4 for i, j in zip(a.items, b.items))
 
     half = tmp_path / "bf16"

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import yaml
-from conftest import EVALDATA
+from conftest import EVALDATA, HUB
 from typer.testing import CliRunner
 
 from merger.cli import app
@@ -66,7 +66,7 @@ def test_grid_sweep_resumes_without_redoing(tiny_models, tmp_path):
             tiny_models["b"],
             4,
             [0.0, 0.5, 1.0],
-            eval={"tasks": ["arithmetic"], "limit": 10},
+            eval={"tasks": ["merger_arithmetic"], "limit": 10},
             select={"keep": 2, "report_items": 6},
         ),
     )
@@ -89,7 +89,7 @@ def test_grid_sweep_resumes_without_redoing(tiny_models, tmp_path):
     # A changed recipe gives new candidates; the old results stay in the journal, untouched.
     changed = write(
         tmp_path / "r.yaml",
-        slerp_recipe(tiny_models["a"], tiny_models["b"], 4, [0.25], eval={"tasks": ["arithmetic"], "limit": 10}),
+        slerp_recipe(tiny_models["a"], tiny_models["b"], 4, [0.25], eval={"tasks": ["merger_arithmetic"], "limit": 10}),
     )
     sweep(changed, "--out", out)
     after = stages(out)
@@ -109,7 +109,7 @@ def test_halving_promotes_the_best_fraction(tiny_models, tmp_path):
             tiny_models["b"],
             4,
             [0.0, 0.25, 0.5, 0.75],
-            eval={"tasks": ["arithmetic"], "limit": 16},
+            eval={"tasks": ["merger_arithmetic"], "limit": 16},
             select={"strategy": "halving", "min_items": 4, "eta": 2},
         ),
     )
@@ -147,8 +147,8 @@ def test_dry_run_plans_without_work(tiny_models, tmp_path):
 
 
 def test_in_memory_scores_equal_write_then_load(smollm2, smollm2_variant, tmp_path):
-    from merger.config.recipe import expand
-    from merger.evaluate.evaluator import evaluate
+    from merger.config.recipe import EvalSettings, expand
+    from merger.evaluate.evaluator import evaluate, make_lm
     from merger.evaluate.model import load_model
     from merger.merge.run import merge_in_memory, merge_to_disk
 
@@ -156,13 +156,13 @@ def test_in_memory_scores_equal_write_then_load(smollm2, smollm2_variant, tmp_pa
     live = merge_in_memory(candidate)[:2]
     merge_to_disk(candidate, tmp_path / "disk", quiet=True)
     loaded = load_model(tmp_path / "disk", "cpu")
-    args = dict(limit=6, data=EVALDATA, num_fewshot=0, show_progress=False)
-    a = evaluate(*live, ["arc_challenge", "arithmetic"], **args)
-    b = evaluate(*loaded, ["arc_challenge", "arithmetic"], **args)
+    settings = EvalSettings(tasks=["arc_challenge", "merger_arithmetic"], limit=6, data_dir=str(HUB), num_fewshot=0)
+    a = evaluate(make_lm(settings, *live), settings, show_progress=False)
+    b = evaluate(make_lm(settings, *loaded), settings, show_progress=False)
     # Same tensors bit for bit; the two copies differ only in memory layout, which moves float32 sums by ~1e-6.
     for x, y in zip(a.items, b.items):
         assert max(abs(p - q) for p, q in zip(x.lls, y.lls)) < 1e-4
-        assert (x.acc, x.acc_norm) == (y.acc, y.acc_norm)
+        assert x.metrics == y.metrics
     assert a.tasks == b.tasks or all(a.tasks[t].metrics == b.tasks[t].metrics for t in a.tasks)
 
 
@@ -175,7 +175,7 @@ def test_smollm2_sweep_survives_sigkill(smollm2, smollm2_variant, tmp_path):
     pairs = [p for p in pairs if len(p["prompt"]) + max(len(p["chosen"]), len(p["rejected"])) < 300][:4]
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps(p) + "\n" for p in pairs))
-    evals = {"tasks": ["arithmetic"], "limit": 6}
+    evals = {"tasks": ["merger_arithmetic"], "limit": 6}
     slerp = write(tmp_path / "slerp.yaml", slerp_recipe(smollm2, smollm2_variant, 30, [0.2, 0.8], eval=evals))
     dus = write(
         tmp_path / "dus.yaml",
@@ -187,7 +187,7 @@ def test_smollm2_sweep_survives_sigkill(smollm2, smollm2_variant, tmp_path):
                 "batch_size": 2,
                 "max_length": 192,
                 "save_steps": 1,
-                "against": ["arithmetic"],
+                "against": ["merger_arithmetic"],
             },
             "eval": evals,
         },
@@ -230,7 +230,7 @@ def test_fresh_starts_over_but_never_under_a_running_sweep(tiny_models, tmp_path
 
     recipe = write(
         tmp_path / "r.yaml",
-        slerp_recipe(tiny_models["a"], tiny_models["b"], 4, [0.5], eval={"tasks": ["arithmetic"], "limit": 4}),
+        slerp_recipe(tiny_models["a"], tiny_models["b"], 4, [0.5], eval={"tasks": ["merger_arithmetic"], "limit": 4}),
     )
     out = tmp_path / "sweep"
     sweep(recipe, "--out", out)

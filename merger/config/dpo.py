@@ -50,8 +50,11 @@ class DPOSettings(BaseModel):
     overlong: Literal["drop", "truncate"] = Field("drop", description="drop or truncate pairs over max_length.")
     precompute_ref_log_probs: bool = Field(False, description="Score the reference model once, before training.")
     decontaminate: bool = Field(False, description="Drop pairs that overlap eval items (13-grams).")
-    against: list[str] | None = Field(None, description="Eval tasks to check for overlap (default: all available).")
-    data_dir: str | None = Field(None, description="Eval data for the contamination check.")
+    against: list[str] | None = Field(
+        None, description="lm-eval tasks to check for overlap (default: the openllm-v1 tasks the data dir mirrors)."
+    )
+    data_dir: str | None = Field(None, description="Local mirror of the tasks' hub datasets, for the check.")
+    include_path: list[str] = Field(default_factory=list, description="Folders of your own lm-eval task YAMLs.")
     seed: int = Field(42, description="Training seed.")
     save_steps: int = Field(25, gt=0, description="Checkpoint every N steps, so an interrupted run resumes.")
 

@@ -51,17 +51,58 @@ class DepthUpscale(BaseModel):
 
 
 class EvalSettings(BaseModel):
-    """`eval:` - what every candidate is scored on; the same items for every candidate of a sweep."""
+    """`eval:` - what every candidate is scored on, and `merger eval`'s flags; the same items for every candidate."""
 
     model_config = ConfigDict(extra="forbid")
 
-    tasks: list[str] = Field(default_factory=lambda: ["arithmetic"], min_length=1, description="Tasks to score.")
+    tasks: list[str] = Field(
+        default_factory=lambda: ["merger_arithmetic"],
+        min_length=1,
+        description="lm-eval task, group or tag names, or a preset (openllm-v1, openllm-v2).",
+    )
     limit: int | None = Field(None, gt=0, description="Items per task, a seeded sample (default: all).")
     num_fewshot: int | dict[str, int] | None = Field(
-        None, description="Shots, for all tasks or per task (default: the leaderboard's)."
+        None, description="Shots, K for every task or task=K,... (default: the preset's, else the task's)."
     )
-    data_dir: str | None = Field(None, description="Local task data (else $MERGER_DATA_DIR, else the hub).")
+    include_path: list[str] = Field(default_factory=list, description="Folders of your own lm-eval task YAMLs.")
+    data_dir: str | None = Field(
+        None, description="Local mirror of hub datasets: DIR/<owner>/<name>/<config or default>/<split>.jsonl."
+    )
     seed: int = Field(1234, description="Seed of the item sample: the same items for every candidate.")
+    fewshot_seed: int = Field(1234, description="Seed of lm-eval's few-shot sampler.")
+    apply_chat_template: bool = Field(False, description="Render prompts with the model's chat template.")
+    fewshot_as_multiturn: bool = Field(True, description="With a chat template: few-shot examples as chat turns.")
+    system_instruction: str | None = Field(None, description="A system message put before every prompt.")
+    backend: Literal["merger", "hf", "vllm"] = Field(
+        "merger", description="Who runs the model: merger's fast scorer, or lm-eval's hf or vllm models."
+    )
+    batch_size: int | None = Field(None, gt=0, description="Items per batch (default: by device).")
+    gen_kwargs: dict[str, Any] | None = Field(
+        None, description="Generation arguments over the tasks' own, as lm-eval's --gen_kwargs (max_gen_toks=64)."
+    )
+
+    @field_validator("gen_kwargs", mode="before")
+    @classmethod
+    def _parse_gen_kwargs(cls, value: Any) -> Any:
+        """`max_gen_toks=64,temperature=0`, as lm-eval's flag takes it."""
+        if not isinstance(value, str):
+            return value
+        from lm_eval.utils import simple_parse_args_string
+
+        return simple_parse_args_string(value)
+
+    @field_validator("num_fewshot", mode="before")
+    @classmethod
+    def _parse_shots(cls, value: Any) -> Any:
+        """`5`, or `arc_challenge=25,hellaswag=10` (as the flag gives it)."""
+        if not isinstance(value, str):
+            return value
+        try:
+            if "=" not in value:
+                return int(value)
+            return {k.strip(): int(v) for k, v in (part.split("=", 1) for part in value.split(","))}
+        except ValueError:
+            raise ValueError(f"'{value}' is not a number or a task=number list") from None
 
 
 class SelectSettings(BaseModel):

@@ -73,36 +73,55 @@ class TrainLogRecord(BaseModel):
 
 
 # --- evaluation ------------------------------------------------------------------------------------------------
-_SCORE_FIELDS = ("n", "num_fewshot", "seconds", "primary", "dataset", "dataset_config", "split", "title")
+_SCORE_FIELDS = (
+    "n",
+    "n_total",
+    "num_fewshot",
+    "seconds",
+    "primary",
+    "dataset",
+    "dataset_config",
+    "split",
+    "title",
+    "protocol",
+    "chat_template",
+    "data",
+    "lm_eval",
+)
+
+
+def stderr_key(metric: str) -> str:
+    """lm-eval's name for a metric's standard error: `acc,none` -> `acc_stderr,none`."""
+    name, _, filt = metric.partition(",")
+    return f"{name}_stderr,{filt}" if filt else f"{name}_stderr"
 
 
 class TaskScore(BaseModel):
-    """One task's summary; metric names are lm-eval's (truthfulqa_mc2's mc2 is its `acc`). Written flat:
-    `{"acc": .., "acc_stderr": .., "n": .., "num_fewshot": .., "seconds": .., "primary": ..}`."""
+    """One task's summary, with lm-eval's metric keys (`acc,none`, `exact_match,strict-match`). Written flat, as
+    lm-eval writes a task's results: `{"acc,none": .., "acc_stderr,none": .., "n": .., "num_fewshot": .., ...}`."""
 
-    metrics: dict[str, float] = Field(description="Metric -> mean over the items.")
-    stderr: dict[str, float] = Field(description="Metric -> lm-eval's mean_stderr.")
+    metrics: dict[str, float] = Field(description="Metric -> its value (lm-eval's aggregation).")
+    stderr: dict[str, float] = Field(description="Metric -> its standard error, as lm-eval computes it.")
     primary: str = Field(description="The metric a sweep compares candidates on.")
     n: int = Field(description="Items scored.")
+    n_total: int | None = Field(None, description="Items in the split read: n == n_total means the whole split.")
     num_fewshot: int = Field(description="Shots.")
     seconds: float = Field(description="Scoring time.")
     dataset: str | None = Field(None, description="The hub dataset the task's items come from.")
     dataset_config: str | None = Field(None, description="Its configuration, if any.")
     split: str | None = Field(None, description="Its split.")
     title: str | None = Field(None, description="The benchmark's name, for cards.")
+    protocol: str | None = Field(None, description="The preset whose protocol (shots, metric) this score follows.")
+    chat_template: bool = Field(False, description="Prompts were rendered with the model's chat template.")
+    data: str | None = Field(None, description="Where the items were read: 'hub', or the local mirror.")
+    lm_eval: str | None = Field(None, description="The lm-eval version whose task ran.")
 
     @model_serializer
     def _flat(self) -> dict[str, Any]:
         out: dict[str, Any] = dict(self.metrics)
-        out.update({f"{k}_stderr": v for k, v in self.stderr.items()})
+        out.update({stderr_key(k): v for k, v in self.stderr.items()})
         out.update(n=self.n, num_fewshot=self.num_fewshot, seconds=round(self.seconds, 3), primary=self.primary)
-        out.update(
-            {
-                k: getattr(self, k)
-                for k in ("dataset", "dataset_config", "split", "title")
-                if getattr(self, k) is not None
-            }
-        )
+        out.update({k: getattr(self, k) for k in _SCORE_FIELDS if k not in out and getattr(self, k) is not None})
         return out
 
     @model_validator(mode="before")
@@ -112,8 +131,9 @@ class TaskScore(BaseModel):
             return data
         fields = {k: data[k] for k in _SCORE_FIELDS if k in data}
         numbers = {k: v for k, v in data.items() if k not in _SCORE_FIELDS}
-        fields["metrics"] = {k: v for k, v in numbers.items() if not k.endswith("_stderr")}
-        fields["stderr"] = {k.removesuffix("_stderr"): v for k, v in numbers.items() if k.endswith("_stderr")}
+        errors = {k for k in numbers if "_stderr," in k or k.endswith("_stderr")}
+        fields["metrics"] = {k: v for k, v in numbers.items() if k not in errors}
+        fields["stderr"] = {m: numbers[stderr_key(m)] for m in fields["metrics"] if stderr_key(m) in numbers}
         return fields
 
 
@@ -124,17 +144,15 @@ class EvalSummary(BaseModel):
 
 
 class ItemRecord(BaseModel):
-    """One scored item (`merger eval --items`, the journal's item records), for paired comparisons."""
+    """One scored document (`merger eval --items`, the journal's item records), for paired comparisons; from
+    lm-eval's logged samples."""
 
-    task: str = Field(description="Task name.")
-    id: str = Field(description="The item's id in its data.")
-    lls: list[float] | None = Field(None, description="Log-likelihood of each choice.")
-    acc: float | None = Field(None, description="1 when the likeliest choice is right.")
-    acc_norm: float | None = Field(None, description="1 when the likeliest choice per character is right.")
-    mc2: float | None = Field(None, description="TruthfulQA's mc2: probability mass on true answers.")
-    exact_match: float | None = Field(None, description="GSM8K strict-match exact match.")
-    exact_match_flexible: float | None = Field(None, description="GSM8K flexible-extract exact match.")
-    generation: str | None = Field(None, description="The generated text, for generation tasks.")
+    task: str = Field(description="The task, group or tag it was scored for.")
+    id: str = Field(description="Its id: the document index, prefixed by its task within a group (`task/index`).")
+    doc_id: int = Field(description="The document's index in its task's split.")
+    metrics: dict[str, float] = Field(default_factory=dict, description="Every metric, keyed `metric,filter`.")
+    lls: list[float] | None = Field(None, description="Log-likelihood of each choice (log-likelihood tasks).")
+    generation: str | None = Field(None, description="The generated text (generation tasks).")
 
 
 class EvalReport(EvalSummary):
@@ -158,6 +176,23 @@ class TaskResult(BaseModel):
     dataset_config: str | None = Field(None, description=TaskScore.model_fields["dataset_config"].description)
     split: str | None = Field(None, description=TaskScore.model_fields["split"].description)
     title: str | None = Field(None, description=TaskScore.model_fields["title"].description)
+    n_total: int | None = Field(None, description=TaskScore.model_fields["n_total"].description)
+    protocol: str | None = Field(None, description=TaskScore.model_fields["protocol"].description)
+    data: str | None = Field(None, description=TaskScore.model_fields["data"].description)
+
+    @classmethod
+    def of(cls, score: TaskScore, value: float, stderr: float | None, n: int) -> TaskResult:
+        """A published score: the task's facts from its eval summary, the value from the items it is measured on."""
+        facts = {k: getattr(score, k) for k in ("num_fewshot", "dataset", "dataset_config", "split", "title", "data")}
+        return cls(
+            metric=score.primary,
+            value=value,
+            stderr=stderr,
+            n=n,
+            n_total=score.n_total,
+            protocol=score.protocol,
+            **facts,
+        )
 
 
 class Scores(BaseModel):
@@ -179,17 +214,7 @@ class Scores(BaseModel):
             items="eval",
             source=source,
             tasks={
-                name: TaskResult(
-                    metric=t.primary,
-                    value=t.metrics[t.primary],
-                    stderr=t.stderr.get(t.primary),
-                    n=t.n,
-                    num_fewshot=t.num_fewshot,
-                    dataset=t.dataset,
-                    dataset_config=t.dataset_config,
-                    split=t.split,
-                    title=t.title,
-                )
+                name: TaskResult.of(t, t.metrics[t.primary], t.stderr.get(t.primary), t.n)
                 for name, t in summary.tasks.items()
             },
         )
@@ -266,3 +291,24 @@ class ItemRow(BaseModel):
     position: int = Field(description="Its place in the seeded item order.")
     value: float = Field(description="Its headline metric.")
     record: ItemRecord = Field(description="Everything measured on it.")
+
+
+# --- publication -----------------------------------------------------------------------------------------------
+class EvalResultDataset(BaseModel):
+    id: str = Field(description="The benchmark's hub dataset id.")
+    task_id: str = Field(description="The task scored on it (lm-eval's task name).")
+
+
+class EvalResultSource(BaseModel):
+    name: str = Field(description="Who measured it.")
+    url: str | None = Field(None, description="Where the measurement can be seen.")
+
+
+class EvalResult(BaseModel):
+    """One entry of a Hugging Face Eval Results file (`.eval_results/<benchmark>.yaml` in a model repo)."""
+
+    dataset: EvalResultDataset = Field(description=EvalResultDataset.__doc__)
+    value: float = Field(description="The score, in percent.")
+    date: str = Field(description="When it was measured (YYYY-MM-DD).")
+    source: EvalResultSource = Field(description=EvalResultSource.__doc__)
+    notes: str | None = Field(None, description="How it was measured, where that differs from the default.")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +34,11 @@ def _progress_bars(enabled: bool) -> None:
     import huggingface_hub.utils
     import transformers.utils.logging as hf_logging
 
+    # Plain tqdm bars (lm-eval's request loops) read TQDM_DISABLE when they start.
+    if enabled:
+        os.environ.pop("TQDM_DISABLE", None)
+    else:
+        os.environ["TQDM_DISABLE"] = "1"
     if enabled:
         hf_logging.enable_progress_bar()
         datasets.enable_progress_bars()

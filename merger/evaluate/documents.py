@@ -1,62 +1,60 @@
-"""The eval tasks' test items as plain text: what preference data is checked against for contamination."""
+"""The eval tasks' test documents as plain text: what preference data is checked against for contamination.
+
+Each document's text is lm-eval's own decontamination query where the task defines one
+(`doc_to_decontamination_query`), else its prompt followed by its choices or target.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+from merger.config.recipe import EvalSettings
+from merger.core.errors import UserError
+from merger.evaluate.evaluator import load_tasks
+from merger.evaluate.mirror import data_dir, mirrored
+from merger.evaluate.tasks import PRESETS, check_names, expand
 
-from merger.evaluate.data import data_dir
-from merger.evaluate.evaluator import parse_tasks
-from merger.evaluate.tasks import TASKS, get_task
-
-# Fields that are labels or ids, not text a model could have been trained on.
-SKIP_KEYS = {
-    "id",
-    "choice_labels",
-    "answerKey",
-    "subject",
-    "split",
-    "split_type",
-    "source_id",
-    "fields",
-    "ind",
-    "val_index",
-    "label",
-    "answer_orig",
-}
+DEFAULT_AGAINST = [p.task for p in PRESETS["openllm-v1"]]
 
 
-def _strings(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            if key not in SKIP_KEYS:
-                yield from _strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)
+def document_text(task, doc) -> str:
+    query = task.config.doc_to_decontamination_query
+    if task.config.should_decontaminate and query:
+        try:
+            return str(task.doc_to_decontamination_query(doc))
+        except (SyntaxError, ValueError):  # lm-eval 0.4.13 literal_evals a rendered template: render it only
+            from lm_eval.utils import apply_template
+
+            return apply_template(query, doc)
+    parts = [str(task.doc_to_text(doc))]
+    choices = task.doc_to_choice(doc) if task.config.doc_to_choice is not None else None
+    parts += [str(c) for c in choices] if choices else [str(task.doc_to_target(doc))]
+    return " ".join(parts)
 
 
-def available_tasks(root: Path | None) -> list[str]:
-    """Every eval task whose test data is on this machine (the generated arithmetic task always is)."""
-    found = ["arithmetic"]
-    if root is not None:
-        found += [
-            name
-            for name, task in TASKS.items()
-            if name != "arithmetic" and (root / task.folder / "test.jsonl").exists()
-        ]
-    return found
-
-
-def reference_texts(tasks: list[str] | None, data: str | Path | None) -> dict[str, list[tuple[str, str]]]:
-    """task -> [(item id, the item's words)] for the named tasks, or for every task available here."""
+def reference_texts(
+    tasks: list[str] | None, data: str | None, include_path: list[str] | None = None
+) -> dict[str, list[tuple[str, str]]]:
+    """task -> [(item id, the item's words)] for the named tasks; by default the openllm-v1 tasks whose data the
+    data dir mirrors (none without a data dir, so nothing is fetched to check against)."""
     root = data_dir(data)
-    names = parse_tasks(tasks, "--against") if tasks else available_tasks(root)
-    texts = {}
-    for name in names:
-        test, _ = get_task(name).load(root)
-        texts[name] = [(str(doc.get("id")), " ".join(_strings(doc))) for doc in test]
+    if tasks:
+        names = expand(check_names(tasks, include_path or [], "--against"))
+    else:
+        names = [n for n in DEFAULT_AGAINST if root is not None] if root else []
+    settings = EvalSettings(
+        tasks=names or ["merger_arithmetic"], data_dir=str(root) if root else None, include_path=include_path or []
+    )
+    texts: dict[str, list[tuple[str, str]]] = {}
+    with mirrored(root):
+        for name in names:
+            try:
+                loaded = load_tasks([name], settings)[name]
+            except UserError:
+                if tasks:
+                    raise
+                continue  # a default task whose data is not mirrored here
+            texts[name] = [
+                (f"{leaf}/{i}", document_text(task, doc))
+                for leaf, task in loaded.items()
+                for i, doc in enumerate(task.eval_docs)
+            ]
     return texts

@@ -1,37 +1,44 @@
-"""Where a model gets scored: tasks in, per-task scores and per-item records out.
+"""Where a model gets scored: lm-eval's tasks and evaluator, a model backend (merger's by default), per-task scores
+and per-item records out.
 
-Works on a live in-memory model, so a sweep can score a merge without writing it to disk.
+Each requested name (a task, a group, a tag, or a preset's entry) is one lm-eval run over its tasks, on a seeded
+subset of its items passed as lm-eval's `samples`: the same items for every model, nested as the limit grows, and
+disjoint for different offsets. A group's score is the size-weighted mean of its tasks (lm-eval's aggregation for
+`mmlu` and the `leaderboard_*` groups), which is also the mean over its items.
 """
 
 from __future__ import annotations
 
 import math
+import random
 import time
 from contextlib import nullcontext
+from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from merger.config.recipe import EvalSettings
 from merger.config.results import EvalReport, ItemRecord, TaskScore
 from merger.core.errors import UserError
-from merger.evaluate.data import data_dir, sample_indices
-from merger.evaluate.generation import generate_until
-from merger.evaluate.scoring import Encoder, model_max_length, score_items
-from merger.evaluate.tasks import TASKS, get_task
-from merger.evaluate.tasks.base import Generation, Requests
+from merger.evaluate.mirror import data_dir, mirrored, require_splits
+from merger.evaluate.punkt import ensure_punkt_tab
+from merger.evaluate.tasks import PRESETS, PROTOCOLS, check_names, expand, task_manager
 
-DEFAULT_SEED = 1234
-CPU_TOKEN_BUDGET = 1  # one item per batch: a CPU gains nothing from batching and pays for padding
-GPU_TOKEN_BUDGET = 65536
+BOOTSTRAP_ITERS = 1000  # lm-eval bootstraps the stderr of metrics whose aggregation is not a mean
 
 
-def parse_tasks(spec: str | list[str], file: str = "--tasks", field: str = "") -> list[str]:
-    """Task names, each one merger can score; one line naming the first unknown one otherwise."""
-    names = [t.strip() for t in (spec.split(",") if isinstance(spec, str) else spec) if t.strip()]
-    unknown = [n for n in names if n not in TASKS]
-    if unknown or not names:
-        raise UserError.one(file, field, f"unknown task '{(unknown or [''])[0]}'; known: {', '.join(TASKS)}")
-    return names
+def sample_indices(n_items: int, limit: int | None, seed: int, offset: int = 0) -> list[int]:
+    """A seeded subset in item order: the same items for every model, so candidates compare item by item.
+
+    Items are taken from one seeded shuffle, so `offset` gives disjoint subsets (selection vs reporting) and
+    growing `limit` gives nested ones (successive halving scores only the new items).
+    """
+    if limit is None and offset == 0:
+        return list(range(n_items))
+    order = random.Random(seed).sample(range(n_items), n_items)
+    return sorted(order[offset : offset + limit if limit is not None else None])
 
 
 def stderr(values: list[float]) -> float:
@@ -43,102 +50,229 @@ def stderr(values: list[float]) -> float:
     return math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) / math.sqrt(n)
 
 
+def shots_for(name: str, settings: EvalSettings) -> int | None:
+    """--num-fewshot for this task (all tasks, or per task), else the preset's, else None (the task's own)."""
+    given = settings.num_fewshot
+    if isinstance(given, dict):
+        given = given.get(name)
+    if given is None and name in PROTOCOLS and any(n in PRESETS for n in settings.tasks):
+        given = PROTOCOLS[name][1].num_fewshot
+    return given
+
+
+def _build(manager, name: str) -> dict[str, Any]:
+    try:
+        return manager.load([name])["tasks"]
+    except KeyError:  # a group naming a task outside the folders indexed: index them all
+        from lm_eval.tasks import TaskManager
+
+        return TaskManager(include_path=[str(p) for p in manager.include_path]).load([name])["tasks"]
+
+
+def load_tasks(names: list[str], settings: EvalSettings) -> dict[str, dict[str, Any]]:
+    """name -> its lm-eval tasks (leaf name -> Task), built with their data read; shots and seeds set."""
+    manager = task_manager(names, settings.include_path)
+    loaded = {}
+    for name in names:
+        try:
+            leaves = _build(manager, name)
+        except UserError:
+            raise
+        except Exception as exc:  # datasets and lm-eval raise many types, all meaning 'cannot load this here'
+            cause = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            hint = "; offline, give --data-dir with a local mirror of its dataset" if "offline" in cause.lower() else ""
+            raise UserError.one(name, "", f"lm-eval could not load this task: {cause}{hint}") from None
+        k = shots_for(name, settings)
+        for task in leaves.values():
+            if k is not None and task.get_config("num_fewshot") != 0:
+                task.set_config(key="num_fewshot", value=k)
+            elif task.get_config("num_fewshot") is None:
+                task.set_config(key="num_fewshot", value=0)
+            task.set_fewshot_seed(seed=settings.fewshot_seed)
+            if settings.gen_kwargs and task.get_config("output_type") == "generate_until":
+                task.set_config(key="generation_kwargs", value=dict(settings.gen_kwargs), update=True)
+            require_splits(task, name)
+        loaded[name] = leaves
+    return loaded
+
+
+def _split(task) -> str | None:
+    return task.config.test_split if task.has_test_docs() else task.config.validation_split
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool | int | float):
+        return float(value)
+    if isinstance(value, list | tuple) and value and all(isinstance(v, bool | int | float) for v in value):
+        return sum(float(v) for v in value) / len(value)  # per-instruction results (IFEval's inst_level_*)
+    return None
+
+
+def _items(name: str, leaves: list[str], samples: dict[str, list[dict]]) -> list[ItemRecord]:
+    """One record per document from lm-eval's logged samples (one sample per filter): every metric as
+    `metric,filter`, the choices' log-likelihoods or the generation."""
+    records: dict[tuple[str, int], ItemRecord] = {}
+    for leaf in leaves:
+        for sample in samples.get(leaf, []):
+            key = (leaf, int(sample["doc_id"]))
+            record = records.get(key)
+            if record is None:
+                item_id = str(sample["doc_id"]) if leaves == [name] else f"{leaf}/{sample['doc_id']}"
+                record = records[key] = ItemRecord(task=name, id=item_id, doc_id=int(sample["doc_id"]))
+                resps = sample.get("resps") or []
+                if resps and isinstance(resps[0][0], tuple | list):
+                    record.lls = [float(r[0][0]) for r in resps]
+                elif resps and isinstance(resps[0][0], str):
+                    record.generation = resps[0][0]
+                elif resps and isinstance(resps[0][0], float):
+                    record.lls = [float(r[0]) for r in resps]
+            for metric in sample.get("metrics", []):
+                value = _number(sample.get(metric))
+                if value is not None:
+                    record.metrics[f"{metric},{sample.get('filter', 'none')}"] = value
+    return list(records.values())
+
+
+def _aggregate(results: dict[str, dict], sizes: dict[str, int]) -> tuple[dict[str, float], dict[str, float]]:
+    """A group's metrics: lm-eval's size-weighted mean of its tasks' and pooled stderr."""
+    from lm_eval.api.metrics import aggregate_subtask_metrics, pooled_sample_stderr
+
+    metrics, errors = {}, {}
+    keys = dict.fromkeys(k for r in results.values() for k in r if "," in k and "_stderr," not in k)
+    for key in keys:
+        have = [leaf for leaf, r in results.items() if isinstance(r.get(key), int | float)]
+        if not have:
+            continue
+        metrics[key] = aggregate_subtask_metrics([results[t][key] for t in have], [sizes[t] for t in have], True)
+        err_key = key.replace(",", "_stderr,", 1)
+        errs = [results[t].get(err_key) for t in have]
+        if all(isinstance(e, int | float) and not math.isnan(e) for e in errs) and sum(sizes[t] for t in have) > 1:
+            errors[key] = pooled_sample_stderr(errs, [sizes[t] for t in have])
+    return metrics, errors
+
+
+def make_lm(settings: EvalSettings, model=None, tokenizer=None, folder: Path | None = None, device: str = "auto"):
+    """The lm-eval model that runs the requests: merger's (the default), or lm-eval's own `hf` or `vllm`."""
+    if settings.backend == "merger":
+        from merger.evaluate.lm import MergerLM
+
+        if model is None:
+            return MergerLM(pretrained=str(folder), device=device, batch_size=settings.batch_size)
+        return MergerLM(model=model, tokenizer=tokenizer, batch_size=settings.batch_size)
+    from lm_eval.api.registry import get_model
+
+    if folder is None and settings.backend == "vllm":
+        raise UserError.one("eval.backend", "", "vllm scores models on disk only; use merger or hf for this stage")
+    if settings.backend == "hf" and model is not None:
+        from lm_eval.models.huggingface import HFLM
+
+        return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=settings.batch_size or 1)
+    args = {"pretrained": str(folder), "batch_size": settings.batch_size or ("auto" if device != "cpu" else 1)}
+    if settings.backend == "hf":
+        args["device"] = "cuda" if device == "auto" else device
+    try:
+        return get_model(settings.backend).create_from_arg_obj(args)
+    except ImportError as exc:
+        raise UserError.one("eval.backend", "", f"{settings.backend} is not installed here ({exc})") from None
+
+
 def evaluate(
-    model,
-    tokenizer,
-    tasks: list[str],
-    *,
-    limit: int | None = None,
-    num_fewshot: int | dict[str, int] | None = None,
-    seed: int = DEFAULT_SEED,
-    data: str | Path | None = None,
-    batch_size: int | None = None,
-    show_progress: bool = True,
-    offset: int = 0,
+    lm, settings: EvalSettings, *, limit: int | None = None, offset: int = 0, show_progress: bool = True
 ) -> EvalReport:
-    """Score a loaded model on the named tasks; the same arguments give the same items for every model."""
-    root = data_dir(data)
+    """Score an lm-eval model on `settings.tasks` (items [offset, offset + limit) of each task's seeded order, or
+    `settings.limit`); the same settings give the same items for every model."""
+    import lm_eval.evaluator
+
+    ensure_punkt_tab()
+    limit = limit if limit is not None else settings.limit
+    names = expand(check_names(settings.tasks, settings.include_path))
+    root = data_dir(settings.data_dir)
     report = EvalReport()
-    device = next(model.parameters()).device
-    budget = GPU_TOKEN_BUDGET if device.type == "cuda" else CPU_TOKEN_BUDGET
-    encoder = Encoder(tokenizer, model_max_length(model, tokenizer))
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    chat = bool(settings.apply_chat_template) and lm.chat_template(True) is not None
     progress = (
-        Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=False
-        )
+        Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         if show_progress
         else None
     )
-    with progress or nullcontext():
-        for name in parse_tasks(tasks):
-            task = get_task(name)
-            test, pool = task.load(root)
-            docs = [test[i] for i in sample_indices(len(test), limit, seed, offset)]
-            k = num_fewshot.get(name) if isinstance(num_fewshot, dict) else num_fewshot
-            if k is None:
-                k = task.default_fewshot if pool else 0
-            elif k > 0 and not pool:
-                raise UserError.one(name, "num_fewshot", f"{k}-shot asked for, but the task has no few-shot pool")
-            bar = progress.add_task(f"{name} ({k}-shot)", total=len(docs)) if progress else None
-
-            def advance(n: int, bar=bar) -> None:
-                if progress is not None:
-                    progress.advance(bar, n)
-
+    with mirrored(root), progress or nullcontext():
+        loaded = load_tasks(names, settings)
+        for name in names:
+            tasks = loaded[name]
+            pairs = [(leaf, i) for leaf, task in tasks.items() for i in range(len(task.eval_docs))]
+            chosen = [pairs[i] for i in sample_indices(len(pairs), limit, settings.seed, offset)]
+            samples = {leaf: [i for t, i in chosen if t == leaf] for leaf in tasks}
+            leaves = [leaf for leaf in tasks if samples[leaf]]
+            if not leaves:
+                raise UserError.one(name, "limit", f"no items left to score (offset {offset} of {len(pairs)})")
+            shots = {tasks[leaf].get_config("num_fewshot") for leaf in leaves}
+            if progress is not None:
+                bar = progress.add_task(f"{name} ({'/'.join(map(str, sorted(shots)))}-shot)", total=len(chosen))
+                lm.advance = lambda n, bar=bar: progress.advance(bar, n)
             started = time.perf_counter()
-            requests = [task.requests(doc, task.shots(doc, pool, k)) for doc in docs]
-            per_item: list[dict[str, float]] = []
-            if isinstance(requests[0], Generation):
-                for doc, request in zip(docs, requests):
-                    text = generate_until(model, tokenizer, request, encoder.max_length)
-                    scores = task.score_generation(doc, text)
-                    per_item.append(scores)
-                    report.items.append(ItemRecord(task=name, id=str(doc["id"]), generation=text, **scores))
-                    advance(1)
-            else:
-                encoded = [[encoder.pair(c, x) for c, x in r.pairs] for r in requests if isinstance(r, Requests)]
-                if batch_size:
-                    budget = max(len(e.inp) for item in encoded for e in item) * batch_size
-                scored = score_items(model, encoded, pad_id, budget, advance)
-                for doc, results in zip(docs, scored):
-                    lls = [ll for ll, _ in results]
-                    scores = task.score(doc, lls)
-                    per_item.append(scores)
-                    record = {task.item_metric.get(m, m): v for m, v in scores.items()}
-                    report.items.append(ItemRecord(task=name, id=str(doc["id"]), lls=lls, **record))
+            out = lm_eval.evaluator.evaluate(
+                lm=lm,
+                task_dict={"tasks": {leaf: tasks[leaf] for leaf in leaves}},
+                samples={leaf: samples[leaf] for leaf in leaves},
+                bootstrap_iters=BOOTSTRAP_ITERS,
+                log_samples=True,
+                system_instruction=settings.system_instruction,
+                apply_chat_template=chat,
+                fewshot_as_multiturn=chat and settings.fewshot_as_multiturn,
+                verbosity="ERROR",
+            )
             seconds = time.perf_counter() - started
+            items = _items(name, leaves, out["samples"])
+            report.items += items
+            sizes = {leaf: len(samples[leaf]) for leaf in leaves}
+            if leaves == [name]:
+                result = out["results"][name]
+                metrics = {
+                    k: v for k, v in result.items() if "," in k and "_stderr," not in k and _number(v) is not None
+                }
+                errors = {k: result.get(k.replace(",", "_stderr,", 1)) for k in metrics}
+                errors = {k: float(v) for k, v in errors.items() if isinstance(v, int | float)}
+            else:
+                metrics, errors = _aggregate({leaf: out["results"][leaf] for leaf in leaves}, sizes)
+            first = tasks[leaves[0]].config
+            protocol = PROTOCOLS.get(name)
+            preset, proto = protocol if protocol else (None, None)
+            k = sorted(shots)[0]
+            primary = proto.metric if proto and proto.metric in metrics else next(iter(metrics), "")
+            datasets_read = {(tasks[leaf].config.dataset_path, tasks[leaf].config.dataset_name) for leaf in leaves}
             report.tasks[name] = TaskScore(
-                metrics={m: sum(s[m] for s in per_item) / len(per_item) for m in task.metrics},
-                stderr={m: stderr([s[m] for s in per_item]) for m in task.metrics},
-                primary=task.primary,
-                n=len(docs),
+                metrics={k_: float(v) for k_, v in metrics.items()},
+                stderr=errors,
+                primary=primary,
+                n=len(chosen),
+                n_total=len(pairs),
                 num_fewshot=k,
                 seconds=seconds,
-                title=task.title,
-                dataset=task.hub.path if task.hub else None,
-                dataset_config=task.hub.name if task.hub else None,
-                split=task.hub.test_split if task.hub else None,
+                title=proto.title if proto else name,
+                dataset=first.dataset_path,
+                dataset_config=first.dataset_name if len(datasets_read) == 1 else None,
+                split=_split(tasks[leaves[0]]),
+                protocol=preset if proto and proto.num_fewshot in (None, k) and len(shots) == 1 else None,
+                chat_template=chat,
+                data=str(root) if root and (root / str(first.dataset_path)).is_dir() else "hub",
+                lm_eval=version("lm_eval"),
             )
     return report
 
 
 def evaluate_folder(
     model_dir: Path,
-    tasks: str | list[str],
+    settings: EvalSettings,
     *,
     device: str = "auto",
     json_out: Path | None = None,
     items_out: Path | None = None,
-    **options,
 ) -> EvalReport:
-    """`merger eval`: load a model folder, score it, and write the summary and items where asked."""
-    from merger.evaluate.model import load_model
+    """`merger eval`: score a model folder with the chosen backend; write the summary and items where asked."""
+    from merger.core.hf import require_model_folder
     from merger.evaluate.report import write_items, write_summary
 
-    names = parse_tasks(tasks)
-    model, tokenizer = load_model(model_dir, device)
-    report = evaluate(model, tokenizer, names, **options)
+    lm = make_lm(settings, folder=require_model_folder(Path(model_dir)), device=device)
+    report = evaluate(lm, settings)
     if json_out:
         write_summary(report, json_out)
     if items_out:

@@ -185,6 +185,11 @@ def _reproduce(model_dir: Path, refs: list[str], dpo: DPORun | None) -> list[str
     return ["## Reproduce", "", "```bash", command, "```", ""]
 
 
+def _coverage(r: TaskResult) -> str:
+    whole = r.n_total is not None and r.n >= r.n_total
+    return f"all {r.n} items" if whole else f"quick subset, {r.n} items"
+
+
 def _result(task: str, r: TaskResult) -> dict[str, Any]:
     dataset = {
         "name": f"{r.title or task} ({r.num_fewshot}-shot)",
@@ -198,7 +203,7 @@ def _result(task: str, r: TaskResult) -> dict[str, Any]:
         "task": {"type": "text-generation", "name": "Text Generation"},
         "dataset": dataset,
         "metrics": [
-            {"type": r.metric, "value": round(r.value * 100, 2), "name": f"{r.metric} (quick subset, {r.n} items)"}
+            {"type": r.metric.split(",")[0], "value": round(r.value * 100, 2), "name": f"{r.metric} ({_coverage(r)})"}
         ],
     }
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from merger.config.results import Scores
 from merger.core.atomic import atomic_output_dir, ensure_target_free
 from merger.core.errors import UserError
 from merger.core.hf import hub_offline, parse_size, require_model_folder
 from merger.publish.card import write_card
+from merger.publish.eval_results import write as write_eval_results
 
 SHORT_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}  # the flag's short names for mergekit's
 CARRIED = (
@@ -29,9 +31,11 @@ def export(
     shard_size: str = "5GB",
     force: bool = False,
     push_to_hub: str | None = None,
-) -> str | None:
-    """`merger export`: an upload-ready copy of `model_dir` in `out`; with `push_to_hub`, uploaded there.
-    Returns the upload's commit URL, if any. Every refusal comes before any work."""
+    eval_results: bool = False,
+) -> tuple[str | None, list[str]]:
+    """`merger export`: an upload-ready copy of `model_dir` in `out` (with `eval_results`, its benchmark scores as
+    Eval Results files); with `push_to_hub`, uploaded there. Returns the upload's commit URL, if any, and the scores
+    left out of the Eval Results. Every refusal comes before any work."""
     from mergekit.common import dtype_from_name
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -45,6 +49,8 @@ def export(
     ensure_target_free(out, force)
     if push_to_hub:
         check_push(push_to_hub)
+    scores = _scores(model_dir) if eval_results else None
+    skipped: list[str] = []
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     with atomic_output_dir(out, replace=force) as tmp:
@@ -57,7 +63,16 @@ def export(
             write_card(tmp, name=out.name)
         elif (model_dir / "README.md").exists():
             shutil.copyfile(model_dir / "README.md", tmp / "README.md")
-    return push(out, push_to_hub) if push_to_hub else None
+        if scores is not None:
+            skipped = write_eval_results(tmp, scores)
+    return (push(out, push_to_hub) if push_to_hub else None), skipped
+
+
+def _scores(model_dir: Path) -> Scores:
+    path = model_dir / "merger_scores.json"
+    if not path.is_file():
+        raise UserError.one(str(path), "--eval-results", "no scores here: run a sweep, or `merger card --scores`")
+    return Scores.model_validate_json(path.read_text())
 
 
 def check_push(repo: str) -> None:

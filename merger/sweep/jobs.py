@@ -11,12 +11,11 @@ from pathlib import Path
 
 from merger.config.dpo import DPOSettings
 from merger.config.recipe import Candidate, EvalSettings
-from merger.config.results import DPORun, EvalSummary, ItemRow, TaskResult
+from merger.config.results import DPORun, EvalSummary, ItemRow, TaskResult, TaskScore
 from merger.dpo.train import run_dpo
 from merger.evaluate.documents import reference_texts
-from merger.evaluate.evaluator import evaluate, stderr
+from merger.evaluate.evaluator import evaluate, make_lm, stderr
 from merger.evaluate.model import load_model
-from merger.evaluate.tasks import TASKS
 from merger.merge.run import merge_in_memory, merge_to_disk
 from merger.sweep.plan import check_disk
 
@@ -31,7 +30,7 @@ def refine(
     show_progress: bool = True,
 ) -> DPORun:
     """DPO on `model_dir` into `out`, the preference pairs checked against the eval tasks' test items."""
-    references = reference_texts(settings.against, settings.data_dir)
+    references = reference_texts(settings.against, settings.data_dir, settings.include_path)
     return run_dpo(model_dir, settings, out, references, device=device, force=force, show_progress=show_progress)
 
 
@@ -72,39 +71,22 @@ def score(
     """Items [offset, offset + limit) of the seeded order, scored; each item's headline value for selection, and
     (with `digest`) the digest of the weights scored when they were merged in memory."""
     model, tokenizer, digest = live(candidate, folder, device, lora_merge_cache, digest)
-    report = evaluate(
-        model,
-        tokenizer,
-        settings.tasks,
-        limit=limit,
-        offset=offset,
-        seed=settings.seed,
-        num_fewshot=settings.num_fewshot,
-        data=settings.data_dir,
-    )
-    items = []
-    for position, item in enumerate(report.items):
-        primary = report.tasks[item.task].primary
-        value = getattr(item, TASKS[item.task].item_metric.get(primary, primary))
-        items.append(
-            ItemRow(
-                split=split, task=item.task, item=item.id, position=offset + position, value=float(value), record=item
-            )
+    lm = make_lm(settings, model=model, tokenizer=tokenizer)
+    report = evaluate(lm, settings, limit=limit, offset=offset)
+    items = [
+        ItemRow(
+            split=split,
+            task=item.task,
+            item=item.id,
+            position=offset + position,
+            value=item.metrics[report.tasks[item.task].primary],
+            record=item,
         )
+        for position, item in enumerate(report.items)
+    ]
     return report.summary(), items, digest
 
 
-def task_result(task: str, values: list[float], num_fewshot: int) -> TaskResult:
-    """A published score from per-item values, with the task's dataset facts for the card."""
-    t = TASKS[task]
-    return TaskResult(
-        metric=t.primary,
-        value=sum(values) / len(values),
-        stderr=stderr(values),
-        n=len(values),
-        num_fewshot=num_fewshot,
-        title=t.title,
-        dataset=t.hub.path if t.hub else None,
-        dataset_config=t.hub.name if t.hub else None,
-        split=t.hub.test_split if t.hub else None,
-    )
+def task_result(score: TaskScore, values: list[float]) -> TaskResult:
+    """A published score from per-item values, with the task's facts from its eval summary."""
+    return TaskResult.of(score, sum(values) / len(values), stderr(values), len(values))

@@ -15,7 +15,7 @@ from merger.core.atomic import ensure_target_free
 from merger.core.device import resolve_device
 from merger.core.errors import Problem, UserError
 from merger.core.hf import inspect_model, model_path, parse_size
-from merger.evaluate.evaluator import parse_tasks
+from merger.evaluate.tasks import check_names
 from merger.merge.run import merge_to_disk
 from merger.merge.validate import Report, check_merge
 
@@ -23,12 +23,12 @@ from merger.merge.validate import Report, check_merge
 def check_candidate(candidate: Candidate, allow_pickle: bool = False, trust_remote_code: bool = False) -> Report:
     """Every stage's checks of one candidate."""
     report = check_merge(candidate, allow_pickle, trust_remote_code)
-    tasks = [("eval.tasks", candidate.eval.tasks)]
+    tasks = [("eval.tasks", candidate.eval.tasks, candidate.eval.include_path)]
     if candidate.dpo is not None and candidate.dpo.against:
-        tasks.append(("dpo.against", candidate.dpo.against))
-    for where, names in tasks:
+        tasks.append(("dpo.against", candidate.dpo.against, candidate.dpo.include_path))
+    for where, names, include_path in tasks:
         try:
-            parse_tasks(names, candidate.recipe_path, where)
+            check_names(names, include_path, candidate.recipe_path, where)
         except UserError as exc:
             report.problems.extend(exc.problems)
     return report

@@ -19,7 +19,7 @@ from typing import Any
 from rich.console import Console
 
 from merger.config.recipe import Candidate
-from merger.config.results import EvalSummary, ItemRow, Scores, SweepCandidate, SweepMeta
+from merger.config.results import EvalSummary, ItemRow, Scores, SweepCandidate, SweepMeta, TaskScore
 from merger.core.atomic import atomic_output_dir, atomic_write
 from merger.core.errors import UserError
 from merger.merge.run import folder_digest, in_memory_supported
@@ -188,15 +188,15 @@ class Sweep:
     def scores(self, cid: str) -> Scores:
         """The winner's published scores: from the report items when there are some, else the selection items."""
         split = "report" if self.journal.item_values(cid, "report") else "select"
-        shots = {}
+        facts: dict[str, TaskScore] = {}
         for result in self.journal.results(cid, f"eval-{split}-"):
-            shots.update({t: s.num_fewshot for t, s in EvalSummary.model_validate(result).tasks.items()})
+            facts.update(EvalSummary.model_validate(result).tasks)
         return Scores(
             items=split,
             sweep=str(self.out),
             candidate=cid,
             tasks={
-                task: jobs.task_result(task, list(v.values()), shots.get(task, 0))
+                task: jobs.task_result(facts[task], list(v.values()))
                 for task, v in self.journal.item_values(cid, split).items()
             },
         )

@@ -1,0 +1,187 @@
+"""merger's scorer as an lm-eval model, registered as `merger`: lm-eval builds the requests (tasks, prompts,
+few-shot samples) and scores the answers (filters, metrics, aggregation); this class only runs the model.
+
+- `loglikelihood`: requests grouped by (task, document); each group's shared prefix (the few-shot context) runs once
+  and its KV cache serves every choice (`scoring.py`); length-sorted batches within a token budget on a GPU.
+- `loglikelihood_rolling`: lm-eval's rolling windows, each window one scored request.
+- `generate_until`: greedy generation in length-sorted, left-padded batches, with lm-eval's own stop criteria,
+  generation arguments and post-processing, so generations are those of lm-eval's `hf` model.
+
+It wraps a live transformers model (`MergerLM(model=..., tokenizer=...)`, how a sweep scores an in-memory merge) or
+a folder (`pretrained=DIR`, as in `lm_eval --model merger --model_args pretrained=DIR`; see `harness.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from lm_eval import utils as lm_utils
+from lm_eval.api.model import LM
+from lm_eval.api.registry import register_model
+from lm_eval.models.utils import Collator, handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
+from lm_eval.models.utils_hf import stop_sequences_criteria
+
+from merger.evaluate.scoring import Encoded, Encoder, model_max_length, score_items, shared_prefix
+
+CPU_TOKEN_BUDGET = 1  # one item per batch: a CPU gains nothing from batching and pays for padding
+GPU_TOKEN_BUDGET = 65536
+CPU_GENERATE_BATCH = 1  # measured fastest on the CPU (scripts/bench_eval.py)
+GPU_GENERATE_BATCH = 32
+
+
+@register_model("merger")
+class MergerLM(LM):
+    def __init__(
+        self,
+        pretrained: str | None = None,
+        model=None,
+        tokenizer=None,
+        device: str | None = "auto",
+        batch_size: int | str | None = None,
+        max_length: int | None = None,
+        max_gen_toks: int = 256,
+        **_ignored,
+    ) -> None:
+        super().__init__()
+        if model is None:
+            from merger.evaluate.model import load_model
+
+            if pretrained is None:
+                raise ValueError("merger: give pretrained=DIR (a model folder) or a loaded model")
+            model, tokenizer = load_model(pretrained, device or "auto")
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.max_length = int(max_length) if max_length else model_max_length(model, tokenizer)
+        self.encoder = Encoder(tokenizer, self.max_length)
+        self.batch_size = int(batch_size) if batch_size not in (None, "auto", "") else None
+        self.max_gen_toks = int(max_gen_toks)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.advance: Callable[[int], None] = lambda n: None  # progress, per request answered
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+    @property
+    def tokenizer_name(self) -> str:
+        return self.tokenizer.name_or_path.replace("/", "__")
+
+    def chat_template(self, chat_template: bool | str = False) -> str | None:
+        if not chat_template:
+            return None
+        return self.tokenizer.chat_template if isinstance(self.tokenizer.chat_template, str) else None
+
+    def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        return self.tokenizer.apply_chat_template(
+            chat_history, tokenize=False, add_generation_prompt=add_generation_prompt, continue_final_message=False
+        )
+
+    def _budget(self, items: list[list[Encoded]]) -> int:
+        if self.batch_size:
+            return max(len(e.inp) for item in items for e in item) * self.batch_size
+        return GPU_TOKEN_BUDGET if self.device.type == "cuda" else CPU_TOKEN_BUDGET
+
+    def _score(self, groups: list[list[Encoded]], advance: Callable[[int], None]) -> list[list[tuple[float, bool]]]:
+        return score_items(self.model, groups, self.pad_id, self._budget(groups), advance)
+
+    # --- the three request types -----------------------------------------------------------------------------
+    def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        groups: dict[tuple, list[int]] = {}
+        for i, request in enumerate(requests):
+            key = (request.task_name, request.doc_id) if request.doc_id is not None else ("", i)
+            groups.setdefault(key, []).append(i)
+        members, encoded = [], []
+        for idxs in groups.values():
+            group = [self.encoder.pair(*requests[i].args) for i in idxs]
+            if shared_prefix(group) > 0:
+                members.append(idxs)
+                encoded.append(group)
+            else:  # truncated from the left, the choices share no prefix: each is scored on its own
+                members += [[i] for i in idxs]
+                encoded += [[e] for e in group]
+        scored = self._score(encoded, lambda n: self.advance(n))
+        out: list[tuple[float, bool]] = [(0.0, False)] * len(requests)
+        for idxs, results in zip(members, scored):
+            for i, (ll, greedy) in zip(idxs, results):
+                out[i] = (ll, greedy)
+                self.cache_hook.add_partial("loglikelihood", requests[i].args, (ll, greedy))
+        return out
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
+        out = []
+        for request in requests:
+            (text,) = request.args[:1]
+            windows = map(
+                lm_utils.make_disjoint_window,
+                lm_utils.get_rolling_token_windows(
+                    token_list=self.encoder.encode(text),
+                    prefix_token=self.encoder.prefix_token_id,
+                    max_seq_len=self.max_length,
+                    context_len=1,
+                ),
+            )
+            encoded = []
+            for context, continuation in windows:
+                inp = (context + continuation)[-(self.max_length + 1) :][:-1]
+                encoded.append([Encoded(inp=inp, cont=continuation, ctx_len=len(inp) - len(continuation) + 1)])
+            total = sum(results[0][0] for results in self._score(encoded, lambda n: None))
+            out.append(total)
+            self.cache_hook.add_partial("loglikelihood_rolling", (text,), total)
+            self.advance(1)
+        return out
+
+    @torch.inference_mode()
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        tokenizer = self.tokenizer
+        batch = self.batch_size or (GPU_GENERATE_BATCH if self.device.type == "cuda" else CPU_GENERATE_BATCH)
+        order = Collator(
+            [r.args for r in requests],
+            sort_fn=lambda req: (-len(self.encoder.encode(req[0])), req[0]),
+            group_by="gen_kwargs",
+            group_fn=lambda req: req[1],
+        )
+        eos = tokenizer.decode(tokenizer.eos_token_id) if tokenizer.eos_token_id is not None else None
+        results = []
+        for chunk in order.get_batched(n=batch):
+            contexts, all_kwargs = zip(*chunk)
+            kwargs = normalize_gen_kwargs(dict(all_kwargs[0]), self.max_gen_toks)
+            until = handle_stop_sequences(kwargs.pop("until", None), eos=eos)
+            max_gen_toks = kwargs.pop("max_gen_toks")
+            ids, mask = self._encode_left(list(contexts), self.max_length - max_gen_toks)
+            kwargs.setdefault("temperature", 0.0)
+            if kwargs["temperature"] == 0.0 and kwargs.get("do_sample") is None:
+                kwargs["do_sample"] = False
+            if kwargs.get("do_sample") is False and kwargs["temperature"] == 0.0:
+                kwargs.pop("temperature")
+            out = self.model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_length=kwargs.pop("max_length", ids.shape[1] + max_gen_toks),
+                stopping_criteria=stop_sequences_criteria(tokenizer, until, ids.shape[1], ids.shape[0]),
+                pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+                use_cache=True,
+                **kwargs,
+            )
+            for row, context, gen_kwargs in zip(out.tolist(), contexts, all_kwargs):
+                text = postprocess_generated_text(
+                    generation=tokenizer.decode(row[ids.shape[1] :], skip_special_tokens=True),
+                    stop=until,
+                    think_end_token=None,
+                )
+                results.append(text)
+                self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)
+                self.advance(1)
+        return order.get_original(results)
+
+    def _encode_left(self, texts: list[str], max_context: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded, left-truncated context tokens, as lm-eval's hf model encodes a generation batch."""
+        old_side = self.tokenizer.padding_side
+        self.tokenizer.padding_side = "left"
+        prefix = self.tokenizer.bos_token
+        special = {"add_special_tokens": False} if prefix and texts[0].startswith(prefix) else {}
+        try:
+            encoding = self.tokenizer(texts, padding="longest", return_tensors="pt", **special)
+        finally:
+            self.tokenizer.padding_side = old_side
+        ids, mask = encoding["input_ids"][:, -max_context:], encoding["attention_mask"][:, -max_context:]
+        return ids.to(self.device), mask.to(self.device)
