@@ -21,7 +21,6 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))  # the lm-eval reference runner lives with the tests
 BIN = Path(sys.executable).parent
 TS = [0.0, 0.25, 0.5, 0.75, 1.0]
 
@@ -52,7 +51,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=8)
     parser.add_argument("--task", default="arc_challenge")
     parser.add_argument("--shots", type=int, default=25)
-    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "evaldata"))
+    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "evaldata" / "hub"))
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp())
@@ -91,17 +90,31 @@ def main() -> None:
     )
     ours = (time.perf_counter() - started) / len(TS)
 
-    # By hand, as users run it: per candidate, the mergekit-yaml CLI to disk, then the lm-eval CLI on the same
-    # items (lm-eval's built-in task config, pointed at the same local data by a YAML that includes it).
-    from lmeval_reference import write_tasks
+    # By hand, as users run it: per candidate, the mergekit-yaml CLI to disk, then the lm-eval CLI on the same items
+    # (its built-in task, pointed at the same local files by a task YAML that includes it, and --samples).
+    import json
 
-    from merger.evaluate.data import sample_indices
-    from merger.evaluate.tasks import get_task
+    from merger.config.recipe import EvalSettings
+    from merger.evaluate.evaluator import load_tasks, sample_indices
+    from merger.evaluate.mirror import data_dir, mirrored
+    from merger.evaluate.tasks import builtin_root
 
-    task = get_task(args.task)
-    test, pool = task.load(Path(args.data_dir))
-    docs = [test[i] for i in sample_indices(len(test), args.limit, 1234)]
-    [task_name] = write_tasks(work / "tasks", args.task, docs, pool)
+    settings = EvalSettings(tasks=[args.task], data_dir=args.data_dir, num_fewshot=args.shots)
+    with mirrored(data_dir(args.data_dir)):
+        [task] = load_tasks([args.task], settings)[args.task].values()
+    config = task.config
+    folder = Path(args.data_dir) / config.dataset_path / (config.dataset_name or "default")
+    files = {p.stem: str(p) for p in folder.glob("*.jsonl")}
+    [builtin] = [p for p in builtin_root().rglob("*.yaml") if f"task: {args.task}\n" in p.read_text()]
+    (work / "tasks").mkdir()
+    (work / "tasks" / "ref.yaml").write_text(
+        yaml.safe_dump(
+            {"include": str(builtin), "task": "ref_" + args.task, "dataset_path": "json", "dataset_name": None,
+             "dataset_kwargs": {"data_files": files}}
+        )
+    )  # fmt: skip
+    indices = sample_indices(len(task.eval_docs), args.limit, settings.seed)
+    task_name = "ref_" + args.task
     started = time.perf_counter()
     for t in TS:
         config = work / f"t{t}.yml"
@@ -126,6 +139,8 @@ def main() -> None:
                 str(work / "tasks"),
                 "--num_fewshot",
                 str(args.shots),
+                "--samples",
+                json.dumps({task_name: indices}),
                 "--batch_size",
                 "1",
                 "--device",

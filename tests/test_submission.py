@@ -229,3 +229,23 @@ def test_export_round_trip(outputs, tmp_path):
     )
     assert result.exit_code == 2 and "HF_HUB_OFFLINE" in result.stderr
     assert not (tmp_path / "x").exists(), "an upload that cannot happen is refused before any work"
+
+
+def test_eval_results_for_a_whole_benchmark_split(outputs, tmp_path):
+    """A whole split scored with the preset's protocol becomes an Eval Results file; a quick subset does not."""
+    best = tmp_path / "best"
+    shutil.copytree(outputs["best"], best)
+    summary = tmp_path / "musr.json"
+    args = ["--data-dir", HUB, "--device", "cpu", "--json", summary]
+    invoke("eval", best, "--tasks", "leaderboard_musr,merger_arithmetic", "--limit", "40", *args)
+    invoke("card", best, "--scores", summary)
+    result = runner.invoke(app, ["export", str(best), "--out", str(tmp_path / "x"), "--eval-results"])
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "merger_arithmetic: not scored with a preset's protocol" in result.output
+    files = list((tmp_path / "x" / ".eval_results").iterdir())
+    assert [f.name for f in files] == ["leaderboard_musr.yaml"]
+    [entry] = yaml.safe_load(files[0].read_text())
+    scores = json.loads(summary.read_text())["tasks"]["leaderboard_musr"]
+    assert scores["n"] == scores["n_total"] == 30 and scores["protocol"] == "openllm-v2"
+    assert entry["dataset"] == {"id": "TAUR-Lab/MuSR", "task_id": "leaderboard_musr"}
+    assert entry["value"] == round(scores["acc_norm,none"] * 100, 2) and "local copy" in entry["notes"]

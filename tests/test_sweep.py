@@ -250,3 +250,30 @@ def test_fresh_starts_over_but_never_under_a_running_sweep(tiny_models, tmp_path
     sweep(recipe, "--out", out, "--fresh")
     assert stages(out).keys() == before.keys() and all(runs == 1 for _, runs in stages(out).values())
     assert all(started()[stage] > first[stage] for stage in first), "every stage was run again"
+
+
+def test_smollm2_sweep_over_openllm_v1_and_a_v2_group(smollm2, smollm2_variant, tmp_path):
+    """Any lm-eval task in a sweep: the v1 preset plus lm-eval's leaderboard_bbh group, offline from the hub mirror;
+    the card's model-index matches the journal's report items."""
+    evals = {
+        "tasks": ["openllm-v1", "leaderboard_bbh"],
+        "limit": 2,
+        "num_fewshot": {"winogrande": 0},  # the mirror has no Winogrande train split to draw shots from
+        "gen_kwargs": {"max_gen_toks": 24},
+        "data_dir": str(HUB),
+    }
+    recipe = write(
+        tmp_path / "r.yaml", slerp_recipe(smollm2, smollm2_variant, 30, [0.5], eval=evals, select={"report_items": 2})
+    )
+    result = runner.invoke(app, ["sweep", str(recipe), "--out", str(tmp_path / "out"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output + result.stderr
+    board = json.loads((tmp_path / "out" / "leaderboard.json").read_text())
+    tasks = ["arc_challenge", "hellaswag", "mmlu", "truthfulqa_mc2", "winogrande", "gsm8k", "leaderboard_bbh"]
+    assert sorted(board[0]["tasks"]) == sorted(tasks) and board[0]["n_items"] == 2 * len(tasks)
+    card = yaml.safe_load((tmp_path / "out" / "best" / "README.md").read_text().split("---")[1])
+    results = {r["dataset"]["type"]: r for r in card["model-index"][0]["results"]}
+    assert results["allenai/ai2_arc"]["dataset"]["args"]["num_few_shot"] == 25
+    assert results["openai/gsm8k"]["metrics"][0]["type"] == "exact_match"
+    reported = board[0]["reported"]["tasks"]
+    assert results["allenai/ai2_arc"]["metrics"][0]["value"] == round(reported["arc_challenge"] * 100, 2)
+    assert results["SaylorTwift/bbh"]["metrics"][0]["value"] == round(reported["leaderboard_bbh"] * 100, 2)
