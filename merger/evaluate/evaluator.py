@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from merger.config.recipe import EvalSettings
 from merger.config.results import EvalReport, ItemRecord, TaskScore
+from merger.core.device import resolve_device
 from merger.core.errors import UserError
 from merger.evaluate.mirror import data_dir, mirrored, require_splits
 from merger.evaluate.punkt import ensure_punkt_tab
@@ -167,9 +168,10 @@ def make_lm(settings: EvalSettings, model=None, tokenizer=None, folder: Path | N
         from lm_eval.models.huggingface import HFLM
 
         return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=settings.batch_size or 1)
+    device = resolve_device(device)
     args = {"pretrained": str(folder), "batch_size": settings.batch_size or ("auto" if device != "cpu" else 1)}
     if settings.backend == "hf":
-        args["device"] = "cuda" if device == "auto" else device
+        args["device"] = device
     try:
         return get_model(settings.backend).create_from_arg_obj(args)
     except ImportError as exc:
