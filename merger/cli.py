@@ -11,7 +11,7 @@ from rich.console import Console
 
 from merger import flags, render
 from merger.config.dpo import DPOSettings
-from merger.config.recipe import EvalSettings
+from merger.config.recipe import EvalSettings, ExecuteSettings
 from merger.core import demo
 from merger.core.errors import Problem, UserError
 from merger.core.hf import cache_root
@@ -157,10 +157,12 @@ def sweep(
     random_seed: int | None = flags.SEED,
     lora_merge_cache: Path | None = flags.LORA_CACHE,
     verbose: bool = flags.VERBOSE,
+    **settings,
 ) -> None:
     """Merge, refine, score and rank every candidate of the recipes; keep the best. Resumable."""
+    execute = execute_settings(settings)
     if dry_run:
-        return render.plan(out, plan.plan_sweep(recipes, keep, device, strict, random_seed))
+        return render.plan(out, plan.plan_sweep(recipes, keep, device, strict, random_seed, execute))
     best = run_sweep(
         recipes,
         out_dir,
@@ -170,8 +172,12 @@ def sweep(
         strict=strict,
         random_seed=random_seed,
         lora_merge_cache=lora_merge_cache,
+        execute=execute,
     )
     out.print(f"[green]best:[/green] {best}")
+
+
+execute_settings = flags.with_settings_flags(sweep, ExecuteSettings, defaults=False)
 
 
 def report(out_dir: Path = typer.Argument(..., help="A sweep folder."), verbose: bool = flags.VERBOSE) -> None:

@@ -41,16 +41,18 @@ def _cli_type(annotation) -> tuple[type, bool]:
 
 
 def settings_options(
-    model: type[BaseModel], command: str = "merger"
+    model: type[BaseModel], command: str = "merger", defaults: bool = True
 ) -> tuple[list[inspect.Parameter], Callable[[dict], BaseModel]]:
     """Flags generated from a settings model (one option set, one set of defaults, for the flag and the recipe), and
-    how to build the model from their values."""
+    how to build the model from their values. Without `defaults`, a flag not given is None (the recipe's holds)."""
     params, lists = [], set()
     for name, info in model.model_fields.items():
         kind, is_list = _cli_type(info.annotation)
         lists |= {name} if is_list else set()
         default = (
-            ... if info.is_required() else (info.default if not is_list or isinstance(info.default, str) else None)
+            ...
+            if info.is_required()
+            else (info.default if defaults and (not is_list or isinstance(info.default, str)) else None)
         )
         option = typer.Option(default, "--" + name.replace("_", "-"), help=info.description)
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind))
@@ -74,9 +76,17 @@ def settings_options(
     return params, build
 
 
-def with_settings_flags(fn: Callable, model: type[BaseModel]) -> Callable[[dict], BaseModel]:
-    """Give `fn` (whose `**settings` collects them) one flag per field of `model`; returns how to build the model."""
-    params, build = settings_options(model, f"merger {fn.__name__.rstrip('_')}")
+def with_settings_flags(fn: Callable, model: type[BaseModel], defaults: bool = True) -> Callable[[dict], BaseModel]:
+    """Give `fn` (whose `**settings` collects them) one flag per field of `model`; returns how to build the model
+    (without `defaults`: the flags given, checked, as a dict over a recipe's section)."""
+    params, build = settings_options(model, f"merger {fn.__name__.rstrip('_')}", defaults)
     own = [p for p in inspect.signature(fn).parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
     fn.__signature__ = inspect.Signature(own + params)
-    return build
+    if defaults:
+        return build
+
+    def given(values: dict) -> dict:
+        checked = build(values)
+        return {k: getattr(checked, k) for k, v in values.items() if k in model.model_fields and v is not None}
+
+    return given

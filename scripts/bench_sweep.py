@@ -2,9 +2,11 @@
 by hand today (`mergekit-yaml` to disk, then lm-eval on the same items), in one run.
 
     .venv/bin/python scripts/bench_sweep.py [--limit 8] [--task arc_challenge] [--shots 25]
+    .venv/bin/python scripts/bench_sweep.py --executor ray --workers 2 [--ray-address auto]
 
-The second model is a lightly perturbed copy of SmolLM2 (a stand-in for a sibling fine-tune); both pipelines
-merge the same five configs and score the same items.
+With `--executor ray` the same sweep runs twice instead, with the local executor and with Ray workers, and the
+ratio of the two is printed. The second model is a lightly perturbed copy of SmolLM2 (a stand-in for a sibling
+fine-tune); every pipeline merges the same five configs and scores the same items.
 """
 
 from __future__ import annotations
@@ -52,6 +54,10 @@ def main() -> None:
     parser.add_argument("--task", default="arc_challenge")
     parser.add_argument("--shots", type=int, default=25)
     parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "evaldata" / "hub"))
+    parser.add_argument("--executor", default="local", help="ray: time Ray workers against the local executor")
+    parser.add_argument("--workers", type=int, default=None, help="Ray workers (default: one per GPU, else core)")
+    parser.add_argument("--ray-address", default=None, help="a running Ray cluster (default: start one here)")
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp())
@@ -82,13 +88,25 @@ def main() -> None:
         )
     )
 
-    started = time.perf_counter()
-    subprocess.run(
-        [str(BIN / "merger"), "sweep", str(recipe), "--out", str(work / "sweep"), "--device", "cpu"],
-        check=True,
-        capture_output=True,
-    )
-    ours = (time.perf_counter() - started) / len(TS)
+    def timed_sweep(out: Path, *flags: str) -> float:
+        started = time.perf_counter()
+        cmd = [str(BIN / "merger"), "sweep", str(recipe), "--out", str(out), "--device", args.device, *flags]
+        subprocess.run(cmd, check=True, capture_output=True)
+        return (time.perf_counter() - started) / len(TS)
+
+    ours = timed_sweep(work / "sweep")
+    if args.executor == "ray":
+        flags = ["--executor", "ray"] + (["--workers", str(args.workers)] if args.workers else [])
+        ray_s = timed_sweep(work / "ray", *flags, *(["--ray-address", args.ray_address] if args.ray_address else []))
+        table = Table(title=f"5-point SLERP sweep on SmolLM2, {args.limit} {args.task} items ({args.shots}-shot)")
+        for column in ("executor", "seconds per candidate (wall)"):
+            table.add_column(column)
+        table.add_row("local (one process)", f"{ours:.1f}")
+        table.add_row(f"ray ({args.workers or 'default'} workers, cluster start included)", f"{ray_s:.1f}")
+        table.add_row("speed-up", f"{ours / ray_s:.2f}x")
+        Console().print(table)
+        shutil.rmtree(work, ignore_errors=True)
+        return
 
     # By hand, as users run it: per candidate, the mergekit-yaml CLI to disk, then the lm-eval CLI on the same items
     # (its built-in task, pointed at the same local files by a task YAML that includes it, and --samples).

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from merger.config.dpo import DPOSettings
 from merger.core.errors import Problem, UserError, problems_from
@@ -122,6 +122,73 @@ class SelectSettings(BaseModel):
     eta: int = Field(2, gt=1, description="Halving: keep 1/eta of the candidates per rung.")
 
 
+class ExecuteSettings(BaseModel):
+    """`execute:` - where a sweep's work runs; the `merger sweep` flags of the same names override it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    executor: str = Field(
+        "local", description="local: in this process, one unit at a time; ray: one worker per GPU on a Ray cluster."
+    )
+    ray_address: str | None = Field(
+        None, description="Ray: a running cluster ('auto' or HOST:PORT); default: start one on this machine."
+    )
+    workers: int | None = Field(
+        None, gt=0, description="Ray: how many workers (default: one per GPU, else one per cpus_per_worker cores)."
+    )
+    cpus_per_worker: int = Field(1, gt=0, description="Ray, without GPUs: CPU cores each worker uses.")
+
+
+class Dimension(BaseModel):
+    """One searched value: a range (`low`, `high`, optional `step` and `log`) or a list of `choices`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    low: float | None = Field(None, description="Range: the smallest value.")
+    high: float | None = Field(None, description="Range: the largest value.")
+    step: float | None = Field(None, gt=0, description="Range: only multiples of this above `low`.")
+    log: bool = Field(False, description="Range: sample on a log scale (low > 0, no step).")
+    choices: list[Any] | None = Field(None, min_length=1, description="The values it takes, instead of a range.")
+
+    @model_validator(mode="after")
+    def _range_or_choices(self) -> Dimension:
+        ranged = self.low is not None or self.high is not None
+        if self.choices is not None:
+            if ranged or self.step is not None or self.log:
+                raise ValueError("give either choices or a range (low, high), not both")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("a range needs both low and high (or give choices)")
+        if self.low > self.high:
+            raise ValueError(f"low {self.low:g} is above high {self.high:g}")
+        if self.log and (self.low <= 0 or self.step is not None):
+            raise ValueError("a log range needs low > 0 and no step")
+        return self
+
+
+class SearchSettings(BaseModel):
+    """`search:` - look for the best point of a space with an Optuna sampler instead of listing a grid."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sampler: Literal["tpe", "cmaes", "random"] = Field("tpe", description="Optuna's sampler.")
+    trials: int = Field(gt=0, description="Candidates to try: the budget.")
+    seed: int = Field(0, description="The sampler's seed: the same proposals on every run and resume.")
+    space: dict[str, Dimension] = Field(
+        min_length=1, description="Dotted path into the recipe (as in `sweep:`, list indices allowed) -> its range."
+    )
+    pruner: Literal["paired", "halving", "none"] = Field(
+        "paired",
+        description="Stop a trial early: paired, when a paired test says it is behind the leader at `confidence`; "
+        "halving, by Optuna's successive-halving pruner; none: every trial on every item.",
+    )
+    confidence: float = Field(0.95, gt=0, lt=1, description="paired: how sure the test must be to stop a trial.")
+    min_items: int | None = Field(
+        None, gt=0, description="Items per task of a trial's first slice (default: eval.limit / eta^2)."
+    )
+    eta: int = Field(2, gt=1, description="Each slice eta times the last, up to eval.limit.")
+
+
 class Recipe(BaseModel):
     """The file format users write. The mergekit config under `merge:` is kept as given and checked by the
     merge stage against mergekit itself."""
@@ -148,6 +215,8 @@ class Recipe(BaseModel):
     dpo: DPOSettings | None = Field(None, description="Refine each merge with DPO.")
     eval: EvalSettings = Field(default_factory=EvalSettings, description="What every candidate is scored on.")
     select: SelectSettings = Field(default_factory=SelectSettings, description="How the winner is chosen.")
+    execute: ExecuteSettings = Field(default_factory=ExecuteSettings, description="Where the sweep's work runs.")
+    search: SearchSettings | None = Field(None, description="Search a space instead of (or around) a grid.")
 
     @field_validator("sweep")
     @classmethod
@@ -174,6 +243,10 @@ class Candidate(BaseModel):
     select: SelectSettings = Field(
         default_factory=SelectSettings, description=Recipe.model_fields["select"].description
     )
+    execute: ExecuteSettings = Field(
+        default_factory=ExecuteSettings, description=Recipe.model_fields["execute"].description
+    )
+    search: SearchSettings | None = Field(None, description=Recipe.model_fields["search"].description)
 
     def field(self, name: str) -> str:
         """The recipe field a problem points at; sweep parameters are named too, so the user knows which point."""
@@ -238,7 +311,7 @@ def parse_recipe(path: str | Path, data: dict[str, Any]) -> Recipe:
 def _set_path(data: dict[str, Any], path: str) -> tuple[Any, Any]:
     """Find the container and key a dotted path names; every step but the last must already exist."""
     parts = path.split(".")
-    sections = [name for name in SECTIONS if name not in ("sweep", "trust_remote_code", "strict")]
+    sections = [name for name in SECTIONS if name not in ("sweep", "search", "trust_remote_code", "strict")]
     if parts[0] not in sections:
         raise KeyError(f"must start with a recipe section ({', '.join(sections)}), not '{parts[0]}'")
     node: Any = data
@@ -287,13 +360,97 @@ def seed_from_id(cid: str) -> int:
     return int(cid, 16) % 2**31
 
 
-def expand(path: str | Path, random_seed: int | None = None) -> list[Candidate]:
-    """Every candidate of a recipe's sweep grid, in grid order (the first axis varies slowest). `random_seed`
-    (`--random-seed`) overrides the recipe's."""
-    path = Path(path)
+def _point(path: Path, base: dict[str, Any], params: dict[str, Any], random_seed: int | None) -> Candidate:
+    """The candidate at one point of a recipe: `params` (dotted path -> value) set in the recipe `base`."""
+    resolved = copy.deepcopy(base)
+    for axis, value in params.items():
+        container, key = _set_path(resolved, axis)
+        container[key] = copy.deepcopy(value)
+    point_recipe = parse_recipe(path, resolved)
+    if point_recipe.depth_upscale is not None:
+        dus = point_recipe.depth_upscale
+        layers = dus.layers
+        if layers is None:
+            layers = _model_layers(path, dus.model)
+        if dus.overlap * 2 > layers:
+            raise UserError.one(
+                str(path),
+                "depth_upscale.overlap",
+                f"overlap {dus.overlap} is more than half of the model's {layers} layers",
+            )
+        merge = dus.to_mergekit(layers)
+    else:
+        merge = point_recipe.merge or {}
+    seed = random_seed if random_seed is not None else point_recipe.random_seed
+    cid = candidate_id(merge, point_recipe.dpo, seed)
+    return Candidate(
+        id=cid,
+        recipe_path=str(path),
+        params=dict(params),
+        merge=merge,
+        trust_remote_code=point_recipe.trust_remote_code,
+        random_seed=seed if seed is not None else seed_from_id(cid),
+        strict=point_recipe.strict,
+        dpo=point_recipe.dpo,
+        eval=point_recipe.eval,
+        select=point_recipe.select,
+        execute=point_recipe.execute,
+    )
+
+
+def _base(path: Path) -> tuple[Recipe, dict[str, Any]]:
     data = read_recipe_file(path)
-    recipe = parse_recipe(path, data)
-    base = {k: v for k, v in data.items() if k != "sweep"}
+    return parse_recipe(path, data), {k: v for k, v in data.items() if k not in ("sweep", "search")}
+
+
+def search_space(path: str | Path) -> dict[str, Dimension]:
+    """A search recipe's space, checked against the recipe: every path exists, a range is over a number; the
+    `sweep:` axes join it as choices."""
+    path = Path(path)
+    recipe, base = _base(path)
+    assert recipe.search is not None
+    space = {axis: Dimension(choices=values) for axis, values in recipe.sweep.items()}
+    problems: list[Problem] = []
+    for axis, dim in recipe.search.space.items():
+        where = f"search.space.{axis}"
+        if axis in space:
+            problems.append(Problem(str(path), where, "is also a sweep axis; give it in one place"))
+            continue
+        try:
+            container, key = _set_path(copy.deepcopy(base), axis)
+        except KeyError as exc:
+            problems.append(Problem(str(path), where, str(exc.args[0])))
+            continue
+        if dim.choices is None:
+            has = key in container if isinstance(container, dict) else True
+            value = container[key] if has else None
+            if not has:
+                problems.append(Problem(str(path), where, "does not exist in the recipe; a range needs a number there"))
+            elif isinstance(value, bool) or not isinstance(value, (int, float)):
+                problems.append(
+                    Problem(str(path), where, f"a range needs a number, and the recipe has {json.dumps(value)} here")
+                )
+        space[axis] = dim
+    if problems:
+        raise UserError(problems)
+    return space
+
+
+def point(path: str | Path, params: dict[str, Any], random_seed: int | None = None) -> Candidate:
+    """The candidate a search proposes: the recipe with `params` set (its `sweep:` and `search:` aside)."""
+    path = Path(path)
+    return _point(path, _base(path)[1], params, random_seed)
+
+
+def expand(path: str | Path, random_seed: int | None = None) -> list[Candidate]:
+    """Every candidate of a recipe's sweep grid, in grid order (the first axis varies slowest); for a search
+    recipe, the one candidate the recipe is as written (checked like any other; the search proposes the rest).
+    `random_seed` (`--random-seed`) overrides the recipe's."""
+    path = Path(path)
+    recipe, base = _base(path)
+    if recipe.search is not None:
+        search_space(path)
+        return [_point(path, base, {}, random_seed).model_copy(update={"search": recipe.search})]
     problems: list[Problem] = []
     for axis in recipe.sweep:
         try:
@@ -302,45 +459,8 @@ def expand(path: str | Path, random_seed: int | None = None) -> list[Candidate]:
             problems.append(Problem(str(path), f"sweep.{axis}", str(exc.args[0])))
     if problems:
         raise UserError(problems)
-
-    candidates: list[Candidate] = []
     axes = list(recipe.sweep.items())
-    for point in itertools.product(*(values for _, values in axes)):
-        resolved = copy.deepcopy(base)
-        params = {}
-        for (axis, _), value in zip(axes, point):
-            container, key = _set_path(resolved, axis)
-            container[key] = copy.deepcopy(value)
-            params[axis] = value
-        point_recipe = parse_recipe(path, resolved)
-        if point_recipe.depth_upscale is not None:
-            dus = point_recipe.depth_upscale
-            layers = dus.layers
-            if layers is None:
-                layers = _model_layers(path, dus.model)
-            if dus.overlap * 2 > layers:
-                raise UserError.one(
-                    str(path),
-                    "depth_upscale.overlap",
-                    f"overlap {dus.overlap} is more than half of the model's {layers} layers",
-                )
-            merge = dus.to_mergekit(layers)
-        else:
-            merge = point_recipe.merge or {}
-        seed = random_seed if random_seed is not None else point_recipe.random_seed
-        cid = candidate_id(merge, point_recipe.dpo, seed)
-        candidates.append(
-            Candidate(
-                id=cid,
-                recipe_path=str(path),
-                params=params,
-                merge=merge,
-                trust_remote_code=point_recipe.trust_remote_code,
-                random_seed=seed if seed is not None else seed_from_id(cid),
-                strict=point_recipe.strict,
-                dpo=point_recipe.dpo,
-                eval=point_recipe.eval,
-                select=point_recipe.select,
-            )
-        )
-    return candidates
+    return [
+        _point(path, base, {axis: value for (axis, _), value in zip(axes, values)}, random_seed)
+        for values in itertools.product(*(values for _, values in axes))
+    ]

@@ -233,6 +233,12 @@ class SweepMeta(BaseModel):
     eval: EvalSettings = Field(description="What every candidate was scored on.")
     select: SelectSettings = Field(description="How the winner was chosen.")
     candidates: dict[str, SweepCandidate] = Field(description="Candidate id -> where it came from.")
+    search: SearchSummary | None = Field(None, description="The search, when the sweep was one.")
+    counted: dict[str, int | None] = Field(
+        default_factory=dict,
+        description="Candidate id -> how many leading selection items of each task its rank counts (halving: up to "
+        "the rung it was decided into; none given: all).",
+    )
 
 
 class Reported(BaseModel):
@@ -280,6 +286,33 @@ class StageRow(BaseModel):
     path: str | None = Field(None, description="What it wrote, if anything.")
     result: Any = Field(None, description="What it returned (an EvalSummary, a DPORun, ...).")
     runs: int = Field(0, description="Times it was started: more than 1 means it was redone.")
+
+
+class TrialRow(BaseModel):
+    """The journal's record of one search trial, in the order the sampler saw it."""
+
+    number: int = Field(description="Optuna's trial number: 0, 1, ... in the order proposed.")
+    candidate: str = Field(description="The candidate its point resolved to (several trials may share one).")
+    params: dict[str, Any] = Field(description="Its point: searched path -> value.")
+    asked: int = Field(description="When it was proposed, in the journal's sequence of asks and tells.")
+    told: int | None = Field(None, description="When its outcome was told to the sampler; None while it runs.")
+    state: Literal["complete", "pruned"] | None = Field(None, description="complete, or pruned (stopped early).")
+    value: float | None = Field(None, description="Its score on the items it was scored on.")
+    items: int | None = Field(None, description="Items per task it was scored on before it was told.")
+
+
+class SearchSummary(BaseModel):
+    """What a search did, for the leaderboard."""
+
+    sampler: str = Field(description="tpe, cmaes or random.")
+    trials: int = Field(description="Trials proposed.")
+    candidates: int = Field(description="Distinct candidates they resolved to.")
+    pruned: int = Field(description="Trials stopped early by racing.")
+    items_scored: int = Field(description="Selection items scored over all trials (items x tasks).")
+    items_saved: int = Field(description="Selection items racing did not need to score.")
+    order: list[str] = Field(description="Candidate ids in trial order (a repeat is a trial that hit a known point).")
+    values: list[float] = Field(description="Each trial's score on the items it was scored on.")
+    complete: list[bool] = Field(description="Whether each trial ran on every selection item.")
 
 
 class ItemRow(BaseModel):

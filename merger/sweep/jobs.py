@@ -1,22 +1,27 @@
 """The work a sweep does to one candidate, as plain functions of their inputs: merge it, refine it, score it.
 
 Each returns a typed result and never touches the journal; the driver (`run.py`) records what they return.
-`refine` is also `merger dpo`: it wires the eval stage's test items into the DPO stage's contamination check.
+A `Unit` is one such piece of work as data (picklable, so an executor can ship it to another process or machine),
+and `perform` does it wherever it lands. `refine` is also `merger dpo`: it wires the eval stage's test items into
+the DPO stage's contamination check.
 """
 
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 from merger.config.dpo import DPOSettings
 from merger.config.recipe import Candidate, EvalSettings
 from merger.config.results import DPORun, EvalSummary, ItemRow, TaskResult, TaskScore
+from merger.core.errors import UserError
 from merger.dpo.train import run_dpo
 from merger.evaluate.documents import reference_texts
 from merger.evaluate.evaluator import evaluate, make_lm, stderr
 from merger.evaluate.model import load_model
-from merger.merge.run import merge_in_memory, merge_to_disk
+from merger.merge.run import folder_digest, merge_in_memory, merge_to_disk
 from merger.sweep.plan import check_disk
 
 
@@ -73,18 +78,73 @@ def score(
     model, tokenizer, digest = live(candidate, folder, device, lora_merge_cache, digest)
     lm = make_lm(settings, model=model, tokenizer=tokenizer)
     report = evaluate(lm, settings, limit=limit, offset=offset)
-    items = [
-        ItemRow(
-            split=split,
-            task=item.task,
-            item=item.id,
-            position=offset + position,
-            value=item.metrics[report.tasks[item.task].primary],
-            record=item,
+    items, seen = [], {}
+    for item in report.items:
+        seen[item.task] = seen.get(item.task, -1) + 1
+        value = item.metrics[report.tasks[item.task].primary]
+        items.append(
+            ItemRow(
+                split=split, task=item.task, item=item.id, position=offset + seen[item.task], value=value, record=item
+            )
         )
-        for position, item in enumerate(report.items)
-    ]
     return report.summary(), items, digest
+
+
+def save(candidate: Candidate, target: Path, device: str, scored: str | None, lora_merge_cache: Path | None) -> dict:
+    """Write a kept candidate's weights, and check they are the very ones it was scored with (digest `scored`)."""
+    materialize(candidate, target, device, lora_merge_cache)
+    if scored is None:  # scored from disk: the saved folder is the one scored
+        return {"digest": None, "checked_against_scored": False}
+    digest = folder_digest(target)
+    if scored != digest:
+        raise UserError.one(
+            str(target),
+            candidate.id,
+            f"the weights saved differ from the weights scored ({digest[:12]} != {scored[:12]}); "
+            "the saved model is not the one on the leaderboard",
+        )
+    return {"digest": digest, "checked_against_scored": True}
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One leased piece of a sweep's work: a candidate's journal stage, and what doing it needs."""
+
+    candidate: Candidate
+    stage: str  # its name in the journal
+    job: Literal["merge", "dpo", "score", "save"]
+    folder: Path | None = None  # merge/save: the target; dpo: the refined model's; score: the model's, if on disk
+    split: str = "select"  # score: which items
+    limit: int | None = None
+    offset: int = 0
+    digest: bool = False  # score: also return the digest of weights merged in memory
+    scored: str | None = None  # save: the digest the candidate was scored with
+
+
+@dataclass
+class Outcome:
+    """What a unit returns to the driver, which alone writes it to the journal."""
+
+    result: Any
+    path: Path | None = None
+    items: list[ItemRow] = field(default_factory=list)
+    digest: str | None = None  # score: the scored weights' digest, when asked for
+
+
+def perform(unit: Unit, device: str, lora_merge_cache: Path | None = None) -> Outcome:
+    """Do a unit, on whatever process or machine it was sent to."""
+    c = unit.candidate
+    if unit.job == "merge":
+        return Outcome({}, materialize(c, unit.folder, device, lora_merge_cache))
+    if unit.job == "dpo":
+        merged = unit.folder.parent / "merged"
+        return Outcome(refine_candidate(c, merged, unit.folder, device), unit.folder)
+    if unit.job == "save":
+        return Outcome(save(c, unit.folder, device, unit.scored, lora_merge_cache), unit.folder)
+    summary, items, digest = score(
+        c, unit.folder, c.eval, unit.split, unit.limit, unit.offset, device, lora_merge_cache, unit.digest
+    )
+    return Outcome(summary, None, items, digest)
 
 
 def task_result(score: TaskScore, values: list[float]) -> TaskResult:

@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from merger.config.recipe import Candidate
-from merger.config.results import CandidateRow, ItemRow, StageRow
+from merger.config.results import CandidateRow, ItemRow, StageRow, TrialRow
 from merger.core.errors import UserError
 
 FILES = ("journal.sqlite", "journal.sqlite-wal", "journal.sqlite-shm")
@@ -32,6 +32,9 @@ CREATE TABLE IF NOT EXISTS stages (
     seconds REAL, path TEXT, result TEXT, runs INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (candidate, stage));
 CREATE TABLE IF NOT EXISTS notes (
     candidate TEXT NOT NULL, note TEXT NOT NULL, PRIMARY KEY (candidate, note));
+CREATE TABLE IF NOT EXISTS trials (
+    number INTEGER PRIMARY KEY, candidate TEXT NOT NULL, params TEXT NOT NULL, asked INTEGER NOT NULL,
+    told INTEGER, state TEXT, value REAL, items INTEGER);
 CREATE TABLE IF NOT EXISTS items (
     candidate TEXT NOT NULL, split TEXT NOT NULL, task TEXT NOT NULL, item TEXT NOT NULL, position INTEGER NOT NULL,
     value REAL NOT NULL, record TEXT NOT NULL, PRIMARY KEY (candidate, split, task, item));
@@ -170,12 +173,42 @@ class Journal:
         ).fetchall()
         return [json.loads(r[0]) for r in rows if r[0]]
 
+    # search trials ----------------------------------------------------------------------------
+    def _next_seq(self) -> int:
+        row = self.db.execute("SELECT MAX(MAX(asked), COALESCE(MAX(told), 0)) FROM trials").fetchone()
+        return (row[0] or 0) + 1
+
+    def ask_trial(self, number: int, cid: str, params: dict[str, Any]) -> None:
+        self.db.execute(
+            "INSERT INTO trials (number, candidate, params, asked) VALUES (?, ?, ?, ?)",
+            (number, cid, json.dumps(params), self._next_seq()),
+        )
+
+    def tell_trial(self, number: int, state: str, value: float, items: int) -> None:
+        self.db.execute(
+            "UPDATE trials SET told=?, state=?, value=?, items=? WHERE number=?",
+            (self._next_seq(), state, value, items, number),
+        )
+
+    def trials(self) -> list[TrialRow]:
+        rows = self.db.execute(
+            "SELECT number, candidate, params, asked, told, state, value, items FROM trials ORDER BY number"
+        ).fetchall()
+        return [
+            TrialRow(
+                number=r[0], candidate=r[1], params=json.loads(r[2]), asked=r[3], told=r[4], state=r[5], value=r[6],
+                items=r[7],
+            )
+            for r in rows
+        ]  # fmt: skip
+
     # items ------------------------------------------------------------------------------------
-    def item_values(self, cid: str, split: str) -> dict[str, dict[str, float]]:
-        """{task: {item id: headline value}} of one candidate on one split."""
+    def item_values(self, cid: str, split: str, below: int | None = None) -> dict[str, dict[str, float]]:
+        """{task: {item id: headline value}} of one candidate on one split (`below`: each task's first items only)."""
         found: dict[str, dict[str, float]] = {}
         for task, item, value in self.db.execute(
-            "SELECT task, item, value FROM items WHERE candidate=? AND split=?", (cid, split)
+            "SELECT task, item, value FROM items WHERE candidate=? AND split=? AND position < ?",
+            (cid, split, below if below is not None else 2**62),
         ):
             found.setdefault(task, {})[item] = value
         return found

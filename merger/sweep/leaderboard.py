@@ -11,7 +11,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from merger.config.results import LeaderboardRow, Reported, SweepMeta
+from merger.config.results import LeaderboardRow, Reported, SearchSummary, SweepMeta
 from merger.core.atomic import atomic_write
 from merger.core.errors import UserError
 from merger.sweep.journal import Journal
@@ -19,7 +19,11 @@ from merger.sweep.selection import rank
 
 
 def entries(journal: Journal, meta: SweepMeta) -> list[LeaderboardRow]:
-    values = {c.id: journal.item_values(c.id, "select") for c in journal.candidates() if c.id in meta.candidates}
+    values = {
+        c.id: journal.item_values(c.id, "select", meta.counted.get(c.id))
+        for c in journal.candidates()
+        if c.id in meta.candidates
+    }
     rows = []
     for i, r in enumerate(rank({k: v for k, v in values.items() if v}, meta.metric)):
         info = meta.candidates[r.id]
@@ -49,16 +53,33 @@ def entries(journal: Journal, meta: SweepMeta) -> list[LeaderboardRow]:
     return rows
 
 
+def _short(path: str) -> str:
+    """An axis by its last name (`merge.parameters.t` -> t), with its list index (`t.0.value.1` -> value.1)."""
+    parts = path.split(".")
+    return ".".join(parts[-2:]) if parts[-1].lstrip("-").isdigit() and len(parts) > 1 else parts[-1]
+
+
+def _value(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
 def _point(row: LeaderboardRow) -> str:
     """A candidate in a few characters: its sweep point by the axes' last names, else its recipe's name."""
-    return ", ".join(f"{k.split('.')[-1]}={v}" for k, v in row.params.items()) or Path(row.recipe).stem
+    return ", ".join(f"{_short(k)}={_value(v)}" for k, v in row.params.items()) or Path(row.recipe).stem
 
 
-def table(rows: list[LeaderboardRow], metric: str) -> Table:
-    """The leaderboard for a terminal; it fits 80 columns with two or three tasks."""
-    t = Table(
-        title=f"Leaderboard ({metric})", box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1), collapse_padding=True
+def title(metric: str, search: SearchSummary | None) -> str:
+    if search is None:
+        return f"Leaderboard ({metric})"
+    return (
+        f"Leaderboard ({metric}): search of {search.trials} trials ({search.sampler}, {search.candidates} distinct), "
+        f"{search.pruned} stopped early, {search.items_saved} of {search.items_scored + search.items_saved} items saved"
     )
+
+
+def table(rows: list[LeaderboardRow], metric: str, search: SearchSummary | None = None) -> Table:
+    """The leaderboard for a terminal; it fits 80 columns with two or three tasks."""
+    t = Table(title=title(metric, search), box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1), collapse_padding=True)
     t.add_column("#", justify="right", no_wrap=True)
     t.add_column("id", no_wrap=True)
     t.add_column("candidate", overflow="ellipsis", max_width=20)  # the one column that gives way
@@ -83,10 +104,10 @@ def table(rows: list[LeaderboardRow], metric: str) -> Table:
     return t
 
 
-def markdown(rows: list[LeaderboardRow], metric: str) -> str:
+def markdown(rows: list[LeaderboardRow], metric: str, search: SearchSummary | None = None) -> str:
     tasks = sorted({task for r in rows for task in r.tasks})
     lines = [
-        f"# Leaderboard ({metric})",
+        f"# {title(metric, search)}",
         "",
         "| # | id | recipe | sweep point | score | 95% CI | tied with best | items | " + " | ".join(tasks) + " |",
         "|" + "---|" * (8 + len(tasks)),
@@ -108,14 +129,23 @@ def markdown(rows: list[LeaderboardRow], metric: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(rows: list[LeaderboardRow], metric: str, path: Path) -> None:
+def plot(rows: list[LeaderboardRow], metric: str, path: Path, search: SearchSummary | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     axes_names = sorted({k for r in rows for k in r.params})
-    fig, axes = plt.subplots(1, 1 + len(axes_names), figsize=(5 + 4 * len(axes_names), 4), squeeze=False)
+    panels = 1 + len(axes_names) + (search is not None)
+    columns = min(panels, 4)
+    fig, grid = plt.subplots(
+        -(-panels // columns), columns, figsize=(4.5 * columns, 4 * -(-panels // columns)), squeeze=False
+    )
+    axes = [list(grid.flat)]
+    for ax in axes[0][panels:]:
+        ax.set_visible(False)
+    if search is not None:
+        _progress(axes[0][panels - 1], search, metric)
     ax = axes[0][0]
     ys = [r.score for r in rows]
     err = [[r.score - r.ci[0] for r in rows], [r.ci[1] - r.score for r in rows]]
@@ -138,13 +168,33 @@ def plot(rows: list[LeaderboardRow], metric: str, path: Path) -> None:
         )
         if not numeric:
             ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
-        ax.set_xlabel(name)
+        ax.set_xlabel(_short(name) if len(name) > 30 else name)
         ax.set_ylabel("score")
     fig.tight_layout()
     image = io.BytesIO()
     fig.savefig(image, format="png", dpi=100)
     plt.close(fig)
     atomic_write(path, image.getvalue())
+
+
+def _progress(ax, search: SearchSummary, metric: str) -> None:
+    """The search over trials: each trial's score (hollow: stopped early), and the best complete one so far."""
+    numbers = range(len(search.values))
+    done = [(i, v) for i, v, c in zip(numbers, search.values, search.complete) if c]
+    early = [(i, v) for i, v, c in zip(numbers, search.values, search.complete) if not c]
+    if done:
+        ax.plot(*zip(*done), "o", color="tab:blue", label="scored on every item")
+    if early:
+        ax.plot(*zip(*early), "o", mfc="none", color="tab:gray", label="stopped early (score so far)")
+    best, line = float("-inf"), []
+    for v, c in zip(search.values, search.complete):
+        best = max(best, v) if c else best
+        line.append(best if best > float("-inf") else float("nan"))
+    ax.step(list(numbers), line, where="post", color="tab:green", label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(f"score ({metric})")
+    ax.set_title(f"search ({search.sampler})")
+    ax.legend(fontsize=7)
 
 
 def write_reports(journal: Journal, out: Path) -> list[LeaderboardRow]:
@@ -154,9 +204,9 @@ def write_reports(journal: Journal, out: Path) -> list[LeaderboardRow]:
         out / "leaderboard.json",
         json.dumps([r.model_dump(mode="json", exclude_none=True) for r in rows], indent=2) + "\n",
     )
-    atomic_write(out / "leaderboard.md", markdown(rows, meta.metric))
-    plot(rows, meta.metric, out / "report.png")
-    Console().print(table(rows, meta.metric))
+    atomic_write(out / "leaderboard.md", markdown(rows, meta.metric, meta.search))
+    plot(rows, meta.metric, out / "report.png", meta.search)
+    Console().print(table(rows, meta.metric, meta.search))
     return rows
 
 

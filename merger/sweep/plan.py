@@ -10,7 +10,15 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from merger.config.recipe import Candidate, EvalSettings, SelectSettings, expand, input_models, output_layers
+from merger.config.recipe import (
+    Candidate,
+    EvalSettings,
+    ExecuteSettings,
+    SelectSettings,
+    expand,
+    input_models,
+    output_layers,
+)
 from merger.core.atomic import ensure_target_free
 from merger.core.device import resolve_device
 from merger.core.errors import Problem, UserError
@@ -135,11 +143,12 @@ def merge_one(
     return chosen[0]
 
 
-def sweep_settings(candidates: list[Candidate]) -> tuple[EvalSettings, SelectSettings]:
-    """One sweep, one yardstick: every recipe must score on the same items and select the same way."""
+def sweep_settings(candidates: list[Candidate]) -> tuple[EvalSettings, SelectSettings, ExecuteSettings]:
+    """One sweep, one yardstick: every recipe must score on the same items and select the same way (and run its
+    work in the same place)."""
     first = candidates[0]
     for c in candidates[1:]:
-        for name in ("eval", "select"):
+        for name in ("eval", "select", "execute"):
             if getattr(c, name) != getattr(first, name):
                 raise UserError.one(
                     c.recipe_path,
@@ -156,7 +165,26 @@ def sweep_settings(candidates: list[Candidate]) -> tuple[EvalSettings, SelectSet
         raise UserError.one(first.recipe_path, "eval.limit", "halving needs a limit to halve")
     if first.select.report_items and first.eval.limit is None:
         raise UserError.one(first.recipe_path, "eval.limit", "report_items needs a limit (the items left over)")
-    return first.eval, first.select
+    return first.eval, first.select, first.execute
+
+
+def check_search(recipes: list[Path], candidates: list[Candidate]) -> None:
+    """A search is one recipe, raced on `eval.limit` items and reported on `report_items` others."""
+    first = candidates[0]
+    if not any(c.search for c in candidates):
+        return
+    if len(recipes) > 1:
+        raise UserError.one(first.recipe_path, "search", "a search takes one recipe; run the others as their own sweep")
+    if first.eval.limit is None:
+        raise UserError.one(first.recipe_path, "eval.limit", "a search needs a limit: the items it races trials on")
+    if not first.select.report_items:
+        raise UserError.one(
+            first.recipe_path,
+            "select.report_items",
+            "a search needs report items: the winner's published score must come from items no trial was chosen on",
+        )
+    if first.select.strategy != "grid":
+        raise UserError.one(first.recipe_path, "select.strategy", "a search races its own trials; leave it out")
 
 
 def weights_bytes(candidate: Candidate) -> int:
@@ -191,6 +219,7 @@ class SweepPlan:
     candidates: list[Candidate]
     eval: EvalSettings
     select: SelectSettings
+    execute: ExecuteSettings
     keep: int
     stages: list[str] = field(default_factory=list)
     disk: list[int] = field(default_factory=list)
@@ -202,17 +231,21 @@ def plan_sweep(
     device: str = "auto",
     strict: bool = False,
     random_seed: int | None = None,
+    execute: dict | None = None,
 ) -> SweepPlan:
-    """Check every recipe and the sweep's settings, and say what a sweep would do; nothing is run."""
+    """Check every recipe and the sweep's settings, and say what a sweep would do; nothing is run. `execute`: the
+    `merger sweep` flags given, over the recipes' `execute:` section."""
     if not recipes:
         raise UserError.one("merger sweep", "RECIPE", "give at least one recipe file")
     resolve_device(device)
     candidates = require_valid([str(r) for r in recipes], strict=strict, random_seed=random_seed)
-    evals, select = sweep_settings(candidates)
+    evals, select, recipes_execute = sweep_settings(candidates)
+    check_search(recipes, candidates)
     return SweepPlan(
         candidates,
         evals,
         select,
+        ExecuteSettings.model_validate({**recipes_execute.model_dump(), **(execute or {})}),
         keep or select.keep,
         ["merge -> dpo -> eval" if c.dpo else "merge (in memory) -> eval" for c in candidates],
         [weights_bytes(c) for c in candidates],

@@ -1,41 +1,45 @@
 """`merger sweep`: every candidate of every recipe through merge -> optional DPO -> eval, journaled, resumable.
 
 Candidates without DPO are merged in memory and scored live; only the kept ones are written to disk.
-The driver is the journal's only writer: each stage's work is a function in `jobs.py`, recorded here when it
-finishes, so a rerun skips finished work and redoes only the stage that was interrupted.
+The driver (`Sweep`) is the journal's only writer. A strategy (`strategies/`) asks for goals; the driver turns
+each into units of work (`jobs.Unit`: merge, DPO, score a slice of items, save), leases them to an executor
+(`executors/`: in this process, or Ray workers), and records each result as it arrives, so a rerun skips
+finished work and redoes only the units that were interrupted.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shutil
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 
-from merger.config.recipe import Candidate
-from merger.config.results import EvalSummary, ItemRow, Scores, SweepCandidate, SweepMeta, TaskScore
+from merger.config.recipe import Candidate, ExecuteSettings, point, search_space
+from merger.config.results import EvalSummary, Scores, SweepCandidate, SweepMeta, TaskScore
 from merger.core.atomic import atomic_output_dir, atomic_write
-from merger.core.errors import UserError
-from merger.merge.run import folder_digest, in_memory_supported
+from merger.merge.run import in_memory_supported
 from merger.publish.card import write_card
-from merger.sweep import jobs
+from merger.sweep import executors, jobs, strategies
+from merger.sweep.executors.base import Finished
 from merger.sweep.journal import Journal
 from merger.sweep.leaderboard import write_reports
 from merger.sweep.plan import plan_sweep, sweep_settings
 from merger.sweep.selection import Ranked, rank
+from merger.sweep.strategies import search
+from merger.sweep.strategies.base import Fixed, Goal, Strategy
 
 console = Console(stderr=True)
-Work = Callable[[], tuple[Any, Path | None, list[ItemRow] | None]]
 
 
 def _key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def _has_model(folder: Path) -> bool:
+    return (folder / "config.json").exists()
 
 
 class Sweep:
@@ -47,147 +51,173 @@ class Sweep:
         keep: int | None,
         lora_merge_cache: Path | None = None,
         fresh: bool = False,
+        execute: ExecuteSettings | None = None,
+        random_seed: int | None = None,
     ):
-        self.candidates = {c.id: c for c in candidates}
+        self.eval, self.select, recipes_execute = sweep_settings(candidates)
+        self.execute = execute or recipes_execute
+        executors.check(self.execute, candidates[0].recipe_path)
+        self.search, self.recipe, self.random_seed = candidates[0].search, candidates[0].recipe_path, random_seed
+        self.candidates = {c.id: c for c in candidates} if self.search is None else {}  # a search proposes its own
+        self.search_summary = None
         self.out = Path(out)
         self.device = device
         self.lora_merge_cache = lora_merge_cache
-        self.eval, self.select = sweep_settings(candidates)
         self.keep = keep or self.select.keep
+        self.counted: dict[str, int | None] = {}
         self.journal = Journal(self.out, fresh=fresh)
         if fresh:  # the journal forgot these; their folders go too
             for name in ("candidates", "best"):
                 shutil.rmtree(self.out / name, ignore_errors=True)
-        for c in candidates:
+        for c in self.candidates.values():
             self.journal.add_candidate(c)
+        try:
+            self.executor = executors.make(self.execute, self.out, device, lora_merge_cache, candidates[0].recipe_path)
+        except BaseException:
+            self.journal.close()
+            raise
+        self.started: dict[tuple[str, str], float] = {}
 
     def folder(self, cid: str) -> Path:
         return self.out / "candidates" / cid
 
-    # stages -----------------------------------------------------------------------------------
-    def _stage(self, c: Candidate, name: str, work: Work, redo: bool = False) -> Any:
-        """Run `work()` as a journaled stage unless it already finished; returns its (JSON) result.
+    def close(self) -> None:
+        self.executor.close()
+        self.journal.close()
 
-        `redo` reruns a finished stage whose output is gone (weights deleted by an earlier --keep).
-        """
-        if self.journal.done(c.id, name) and not redo:
-            return self.journal.stage(c.id, name).result
-        console.print(f"[bold]{c.id}[/bold] {name} ...")
-        started = self.journal.start(c.id, name)
-        result, path, items = work()
-        self.journal.finish(c.id, name, started, path=str(path) if path else None, result=result, items=items)
-        console.print(f"[bold]{c.id}[/bold] {name} [green]done[/green]")
-        return result
+    # from goals to units ----------------------------------------------------------------------
+    def score_stage(self, goal: Goal) -> str:
+        return f"eval-{goal.split}-{_key(self.eval.model_dump())}-{goal.offset}-{goal.limit}"
 
-    def model_folder(self, c: Candidate) -> Path | None:
-        """Candidates with DPO live on disk (merged, then refined); others only once saved."""
-        if c.dpo is None:
-            saved = self.folder(c.id) / "model"
-            if not in_memory_supported(c):  # vocabulary surgery: scored from disk, like a kept candidate
-                self.save(c)
-                return saved
-            return saved if self.journal.done(c.id, "save") and (saved / "config.json").exists() else None
-        merged, refined = self.folder(c.id) / "merged", self.folder(c.id) / "model"
-        gone = self.journal.done(c.id, "dpo") and not (refined / "config.json").exists()
-        if gone or not self.journal.done(c.id, "dpo"):
-            self._stage(c, "merge", lambda: ({}, self._materialize(c, merged), None), redo=gone)
-        self._stage(
-            c, "dpo", lambda: (jobs.refine_candidate(c, merged, refined, self.device), refined, None), redo=gone
-        )
-        return refined
-
-    def score(self, c: Candidate, split: str, limit: int | None, offset: int = 0) -> None:
-        """Score items [offset, offset + limit) of the seeded shuffle; a finished slice is never rescored."""
-        name = f"eval-{split}-{_key(self.eval.model_dump())}-{offset}-{limit}"
-
-        def work():
-            recorded = self.journal.done(c.id, "scored-weights")  # the first in-memory merge records its digest
-            summary, items, digest = jobs.score(
-                c,
-                self.model_folder(c),
-                self.eval,
-                split,
-                limit,
-                offset,
-                self.device,
-                self.lora_merge_cache,
-                digest=not recorded,
-            )
-            if digest is not None:
-                started = self.journal.start(c.id, "scored-weights")
-                self.journal.finish(c.id, "scored-weights", started, result={"digest": digest})
-            return summary, None, items
-
-        self._stage(c, name, work)
-
-    def _materialize(self, c: Candidate, target: Path) -> Path:
-        return jobs.materialize(c, target, self.device, self.lora_merge_cache)
-
-    def save(self, c: Candidate) -> None:
-        """Write a kept candidate's weights, and check they are the very ones it was scored with."""
-        if c.dpo is not None:
-            return
-        target = self.folder(c.id) / "model"
-
-        def work():
-            self._materialize(c, target)
+    def next_unit(self, goal: Goal) -> jobs.Unit | None:
+        """The next unit of work `goal` needs (its model first: merge and DPO, or saved weights), or None once
+        the journal has it. A finished stage whose output is gone (deleted by an earlier --keep) is redone."""
+        c, done = self.candidates[goal.cid], self.journal.done
+        model = self.folder(c.id) / "model"
+        if goal.kind == "save":
+            if c.dpo is not None or (done(c.id, "save") and _has_model(model)):
+                return None
             scored = self.journal.stage(c.id, "scored-weights")
-            if scored is None:  # scored from disk: the saved folder is the one scored
-                return {"digest": None, "checked_against_scored": False}, target, None
-            digest = folder_digest(target)
-            if scored.result["digest"] != digest:
-                raise UserError.one(
-                    str(target),
-                    c.id,
-                    f"the weights saved differ from the weights scored ({digest[:12]} != "
-                    f"{scored.result['digest'][:12]}); the saved model is not the one on the leaderboard",
-                )
-            return {"digest": digest, "checked_against_scored": True}, target, None
+            return jobs.Unit(c, "save", "save", model, scored=scored.result["digest"] if scored else None)
+        if done(c.id, self.score_stage(goal)):
+            return None
+        if c.dpo is not None and not (done(c.id, "dpo") and _has_model(model)):
+            merged = self.folder(c.id) / "merged"
+            if not (done(c.id, "merge") and _has_model(merged)):
+                return jobs.Unit(c, "merge", "merge", merged)
+            return jobs.Unit(c, "dpo", "dpo", model)
+        if c.dpo is None and not in_memory_supported(c) and not (done(c.id, "save") and _has_model(model)):
+            return jobs.Unit(c, "save", "save", model)  # vocabulary surgery: scored from disk, like a kept one
+        on_disk = c.dpo is not None or (done(c.id, "save") and _has_model(model))
+        return jobs.Unit(
+            c,
+            self.score_stage(goal),
+            "score",
+            model if on_disk else None,
+            goal.split,
+            goal.limit,
+            goal.offset,
+            digest=not on_disk and not done(c.id, "scored-weights"),
+        )
 
-        self._stage(c, "save", work, redo=not (target / "config.json").exists())
+    # the loop ---------------------------------------------------------------------------------
+    def drive(self, strategy: Strategy) -> None:
+        """Reach every goal the strategy asks for, keeping every worker busy; record each result as it arrives."""
+        pending: list[Goal] = []
+        busy: dict[str, Goal] = {}  # candidate -> the goal whose unit is running (one unit per candidate at once)
+        while True:
+            settled = False
+            while not settled:
+                settled = True
+                for goal in strategy.ask(self.executor.slots - len(busy) - len(pending)):
+                    if goal.candidate is not None and goal.cid not in self.candidates:
+                        self.candidates[goal.cid] = goal.candidate
+                        self.journal.add_candidate(goal.candidate)
+                    pending.append(goal)
+                for goal in list(pending):
+                    if goal.cid in busy:
+                        continue
+                    unit = self.next_unit(goal)
+                    if unit is None:
+                        pending.remove(goal)
+                        strategy.tell(goal)
+                        settled = False
+                    elif len(busy) < self.executor.slots:
+                        self.lease(unit)
+                        busy[goal.cid] = goal
+            if not busy:
+                return
+            for event in self.executor.events():
+                busy.pop(event.unit.candidate.id)
+                if isinstance(event, Finished):
+                    self.record(event)
+                else:
+                    console.print(
+                        f"[yellow]worker {event.worker} died[/yellow] ({event.why}); "
+                        f"{event.unit.candidate.id} {event.unit.stage} is leased again"
+                    )
 
-    # strategies -------------------------------------------------------------------------------
+    def lease(self, unit: jobs.Unit) -> None:
+        console.print(f"[bold]{unit.candidate.id}[/bold] {unit.stage} ...")
+        self.started[(unit.candidate.id, unit.stage)] = self.journal.start(unit.candidate.id, unit.stage)
+        self.executor.submit(unit)
+
+    def record(self, event: Finished) -> None:
+        unit, outcome = event.unit, event.outcome
+        cid = unit.candidate.id
+        if outcome.digest is not None:  # the first in-memory merge scored records its weights' digest
+            started = self.journal.start(cid, "scored-weights")
+            self.journal.finish(cid, "scored-weights", started, result={"digest": outcome.digest})
+        path = str(outcome.path) if outcome.path else None
+        started = self.started.pop((cid, unit.stage))
+        self.journal.finish(cid, unit.stage, started, path=path, result=outcome.result, items=outcome.items)
+        where = "" if event.worker == "local" else f" on {event.worker}"
+        console.print(f"[bold]{cid}[/bold] {unit.stage} [green]done[/green]{where}")
+
+    # the sweep --------------------------------------------------------------------------------
+    def strategy(self) -> Strategy:
+        values = lambda cid, below: self.journal.item_values(cid, "select", below)  # noqa: E731
+        if self.search is None:
+            return strategies.make(list(self.candidates), self.select, self.eval.limit, values)
+        return search.make(
+            self.search,
+            search_space(self.recipe),
+            self.eval.limit,
+            self.select.metric,
+            lambda params: point(self.recipe, params, self.random_seed),
+            values,
+            self.journal,
+        )
+
     def run(self) -> list[Ranked]:
+        strategy = self.strategy()
+        self.drive(strategy)
+        self.counted = strategy.counted()
+        if self.search is not None:
+            self.search_summary = strategy.summary()
+            for trial in self.journal.trials():  # told before a resume, so never asked for again
+                self.candidates.setdefault(trial.candidate, point(self.recipe, trial.params, self.random_seed))
         ids = list(self.candidates)
-        if self.select.strategy == "grid":
-            for cid in ids:
-                self.score(self.candidates[cid], "select", self.eval.limit)
-        else:
-            self.halving(ids)
         ranked = self.ranked()
         winner = self.candidates[ranked[0].id]
         if self.select.report_items:
-            self.score(winner, "report", self.select.report_items, offset=self.eval.limit)
+            self.drive(Fixed([Goal(winner.id, split="report", offset=self.eval.limit, limit=self.select.report_items)]))
         kept = [r.id for r in ranked[: self.keep]]
-        for cid in kept:
-            self.save(self.candidates[cid])
+        self.drive(Fixed([Goal(cid, kind="save") for cid in kept]))
         for cid in ids:
             if cid not in kept and self.folder(cid).exists():
                 shutil.rmtree(self.folder(cid))  # their journal rows stay
         self.publish_best(winner)
         return ranked
 
-    def halving(self, ids: list[str]) -> None:
-        """Successive halving: all on a few items, the best 1/eta on eta times as many, up to eval.limit."""
-        limit = self.eval.limit
-        rung = self.select.min_items or max(1, limit // (self.select.eta**2))
-        alive, scored = ids, 0
-        while True:
-            for cid in alive:
-                self.score(self.candidates[cid], "select", rung - scored, offset=scored)
-            if rung >= limit or len(alive) == 1:
-                return
-            ranked = rank({cid: self.journal.item_values(cid, "select") for cid in alive}, self.select.metric)
-            alive = [r.id for r in ranked[: max(1, math.ceil(len(alive) / self.select.eta))]]
-            scored, rung = rung, min(limit, rung * self.select.eta)
-
     def ranked(self) -> list[Ranked]:
-        values = {cid: self.journal.item_values(cid, "select") for cid in self.candidates}
+        values = {cid: self.journal.item_values(cid, "select", self.counted.get(cid)) for cid in self.candidates}
         return rank({k: v for k, v in values.items() if v}, self.select.metric)
 
     def scores(self, cid: str) -> Scores:
         """The winner's published scores: from the report items when there are some, else the selection items."""
         split = "report" if self.journal.item_values(cid, "report") else "select"
+        below = self.counted.get(cid) if split == "select" else None
         facts: dict[str, TaskScore] = {}
         for result in self.journal.results(cid, f"eval-{split}-"):
             facts.update(EvalSummary.model_validate(result).tasks)
@@ -197,14 +227,14 @@ class Sweep:
             candidate=cid,
             tasks={
                 task: jobs.task_result(facts[task], list(v.values()))
-                for task, v in self.journal.item_values(cid, split).items()
+                for task, v in self.journal.item_values(cid, split, below).items()
             },
         )
 
     def publish_best(self, winner: Candidate) -> None:
         """DIR/best: the winner's folder, hard-linked where the filesystem allows (no second copy of weights),
         with the journal's scores and a model card."""
-        source = self.model_folder(winner) or self.folder(winner.id) / "model"
+        source = self.folder(winner.id) / "model"  # kept: saved, or refined by DPO
         with atomic_output_dir(self.out / "best", replace=True) as tmp:
             for f in source.iterdir():
                 if f.name == "README.md":
@@ -227,23 +257,27 @@ def run_sweep(
     strict: bool = False,
     random_seed: int | None = None,
     lora_merge_cache: Path | None = None,
+    execute: dict | None = None,
 ) -> Path:
-    """`merger sweep`: check the recipes, then run (or resume) the sweep in `out`; returns `out/best`."""
-    plan = plan_sweep(recipes, keep, device, strict, random_seed)
+    """`merger sweep`: check the recipes, then run (or resume) the sweep in `out`; returns `out/best`. `execute`:
+    the `--executor` flags given, over the recipes' `execute:` section."""
+    plan = plan_sweep(recipes, keep, device, strict, random_seed, execute)
     for note in dict.fromkeys(n for c in plan.candidates for n in c.notes):
         console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
     out = Path(out)
-    sweep = Sweep(plan.candidates, out, device, keep, lora_merge_cache, fresh)
+    sweep = Sweep(plan.candidates, out, device, keep, lora_merge_cache, fresh, plan.execute, random_seed)
     try:
         sweep.run()
         meta = SweepMeta(
             metric=sweep.select.metric,
             eval=sweep.eval,
             select=sweep.select,
-            candidates={c.id: SweepCandidate(recipe=c.recipe_path, params=c.params) for c in plan.candidates},
+            candidates={c.id: SweepCandidate(recipe=c.recipe_path, params=c.params) for c in sweep.candidates.values()},
+            search=sweep.search_summary,
+            counted={cid: n for cid, n in sweep.counted.items() if n is not None},
         )
         atomic_write(out / "sweep.json", meta.model_dump_json(indent=2) + "\n")
         write_reports(sweep.journal, out)
     finally:
-        sweep.journal.close()
+        sweep.close()
     return out / "best"

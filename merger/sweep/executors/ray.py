@@ -1,0 +1,143 @@
+"""`ray`: one long-lived worker per GPU (or per `cpus_per_worker` cores where there is none) on a Ray cluster.
+
+Workers keep their process, and with it mergekit's loader cache of the input models, across candidates. The
+driver (this process) leases them one unit at a time and alone writes the journal. A worker that dies is replaced
+and its unit is reported `Lost`, for the driver to lease again. Workers write candidate folders under the sweep
+folder, so the driver checks at start that every worker sees that folder at the same path (a shared filesystem).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+from merger.config.recipe import ExecuteSettings
+from merger.core.atomic import atomic_write
+from merger.core.errors import UserError
+from merger.sweep.executors.base import Finished, Lost
+from merger.sweep.jobs import Outcome, Unit, perform
+
+SHARED_CHECK = ".shared-check"
+
+
+class SweepWorker:
+    """A Ray actor: does units on its own device."""
+
+    def __init__(self, device: str, lora_merge_cache: str | None, threads: int):
+        import torch
+
+        torch.set_num_threads(threads)  # its output goes to Ray's log files (log_to_driver=False), not the terminal
+        self.device, self.lora_merge_cache = device, Path(lora_merge_cache) if lora_merge_cache else None
+
+    def where(self) -> str:
+        return f"{socket.gethostname()}:{os.getpid()}"
+
+    def sees(self, path: str, token: str) -> bool:
+        try:
+            return Path(path).read_text() == token
+        except OSError:
+            return False
+
+    def run(self, unit: Unit) -> Outcome:
+        return perform(unit, self.device, self.lora_merge_cache)
+
+
+class RayExecutor:
+    def __init__(self, settings: ExecuteSettings, out: Path, device: str, lora_merge_cache: Path | None):
+        try:
+            import ray
+        except ImportError:
+            raise UserError.one(
+                "merger sweep", "--executor", "ray is not installed; pip install 'merger[ray]'"
+            ) from None
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        self.ray = ray
+        ray.init(
+            address=settings.ray_address,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.ERROR,
+            ignore_reinit_error=True,
+        )
+        resources = ray.cluster_resources()
+        gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
+        use_gpu = gpus > 0 and device != "cpu"
+        self.slots = settings.workers or (gpus if use_gpu else max(1, cpus // settings.cpus_per_worker))
+        fits = gpus if use_gpu else cpus // settings.cpus_per_worker
+        if self.slots > fits:
+            have = f"{gpus} GPUs" if use_gpu else f"{cpus} CPU cores ({settings.cpus_per_worker} per worker)"
+            raise UserError.one(
+                "merger sweep", "--workers", f"{self.slots} workers do not fit this Ray cluster's {have}"
+            )
+        self.actor_class = ray.remote(num_cpus=settings.cpus_per_worker, num_gpus=1 if use_gpu else 0)(SweepWorker)
+        self.args = ("cuda" if use_gpu else "cpu", str(lora_merge_cache) if lora_merge_cache else None)
+        self.threads = settings.cpus_per_worker
+        self.idle = [self._start() for _ in range(self.slots)]
+        self.names = {}
+        self.running: dict = {}  # object ref -> (unit, actor)
+        try:
+            self._check_shared(out)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self):
+        return self.actor_class.remote(*self.args, self.threads)
+
+    def _check_shared(self, out: Path) -> None:
+        """Every worker must read what the driver wrote in the sweep folder, at the same path."""
+        token = secrets.token_hex(8)
+        probe = Path(out).resolve() / SHARED_CHECK
+        atomic_write(probe, token)
+        try:
+            wheres = self.ray.get([a.where.remote() for a in self.idle])
+            seen = self.ray.get([a.sees.remote(str(probe), token) for a in self.idle])
+        finally:
+            probe.unlink(missing_ok=True)
+        self.names = {a: w for a, w in zip(self.idle, wheres)}
+        blind = [w for w, ok in zip(wheres, seen) if not ok]
+        if blind:
+            raise UserError.one(
+                str(out),
+                "--out",
+                f"Ray worker {blind[0]} does not see this folder; workers write candidates into it, so it must be on "
+                "a filesystem shared by every node, at the same path",
+            )
+
+    def submit(self, unit: Unit) -> None:
+        actor = self.idle.pop()
+        self.running[actor.run.remote(unit)] = (unit, actor)
+
+    def events(self) -> Iterator[Finished | Lost]:
+        from ray.exceptions import RayActorError, RayTaskError
+
+        ready, _ = self.ray.wait(list(self.running), num_returns=1)
+        for ref in ready:
+            unit, actor = self.running.pop(ref)
+            name = self.names.get(actor, "worker")
+            try:
+                outcome = self.ray.get(ref)
+            except RayActorError as exc:
+                self.ray.kill(actor, no_restart=True)
+                replacement = self._start()
+                self.names[replacement] = "a replacement worker"
+                self.idle.append(replacement)
+                yield Lost(unit, name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                continue
+            except RayTaskError as exc:
+                raise exc.cause if isinstance(exc.cause, BaseException) else exc from None
+            self.idle.append(actor)
+            yield Finished(unit, outcome, name)
+
+    def close(self) -> None:
+        for actor in [*self.idle, *(a for _, a in self.running.values())]:
+            self.ray.kill(actor, no_restart=True)
+        self.ray.shutdown()
+
+
+def make(settings: ExecuteSettings, out: Path, device: str, lora_merge_cache: Path | None) -> RayExecutor:
+    return RayExecutor(settings, out, device, lora_merge_cache)

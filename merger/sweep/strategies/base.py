@@ -1,0 +1,61 @@
+"""The ask/tell interface between a strategy and the driver.
+
+The driver asks for goals, reaches each (running whatever units it takes, on whichever workers), and tells the
+strategy when one is reached. A strategy reads scores only through `values`, which reads the journal, so a resumed
+sweep replays every decision from what was recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+Values = dict[str, dict[str, float]]  # task -> item id -> value
+ValuesOf = Callable[[str, int | None], Values]  # (candidate id, only the first n items of each task or all) -> values
+
+
+@dataclass(frozen=True)
+class Goal:
+    """A candidate scored on items [offset, offset + limit) of a split's seeded order (or, `save`, its weights kept)."""
+
+    cid: str
+    kind: Literal["score", "save"] = "score"
+    split: str = "select"
+    offset: int = 0
+    limit: int | None = None
+    candidate: Any = field(default=None, compare=False)  # a Candidate the driver has not seen yet (a search's)
+
+
+class Strategy(Protocol):
+    def ask(self, idle: int) -> list[Goal]:
+        """Goals that may start now and were not asked before; `idle` workers have nothing else to do."""
+
+    def tell(self, goal: Goal) -> None:
+        """`goal` was reached (its scores are in the journal)."""
+
+    def finished(self) -> bool: ...
+
+    def counted(self) -> dict[str, int | None]:
+        """Per candidate, how many leading selection items of each task count in the ranking (None: all)."""
+
+
+class Fixed:
+    """Given goals, all at once: a grid, the winner's report items, the kept candidates' weights."""
+
+    def __init__(self, goals: list[Goal]):
+        self.todo, self.left = list(goals), set(goals)
+        self.ids = list(dict.fromkeys(g.cid for g in goals))
+
+    def ask(self, idle: int) -> list[Goal]:
+        asked, self.todo = self.todo, []
+        return asked
+
+    def tell(self, goal: Goal) -> None:
+        self.left.discard(goal)
+
+    def finished(self) -> bool:
+        return not self.left
+
+    def counted(self) -> dict[str, int | None]:
+        return dict.fromkeys(self.ids)

@@ -1,0 +1,72 @@
+"""`halving`: successive halving. Every candidate on the first rung's items, the best 1/eta of them on eta times
+as many, and so on up to `eval.limit` (or until one is left).
+
+Rung k's survivors are decided once every survivor of rung k-1 has been scored there, from the journal's items,
+so the outcome does not depend on the order in which results arrive, nor on how many workers there are. Workers
+are not kept waiting at a rung, ASHA-style: while a rung is being scored, an idle worker promotes a candidate
+that is already in the top 1/eta of the rung's results so far and scores it on the next rung. When the rung is
+decided, a promotion it confirms is already done; one it does not is left out of the ranking, which counts each
+candidate's items only up to the rung it was decided into.
+"""
+
+from __future__ import annotations
+
+import math
+
+from merger.config.recipe import SelectSettings
+from merger.sweep.selection import rank
+from merger.sweep.strategies.base import Goal, ValuesOf
+
+
+class Halving:
+    def __init__(self, ids: list[str], select: SelectSettings, limit: int, values: ValuesOf):
+        self.eta, self.metric, self.values = select.eta, select.metric, values
+        self.rungs = [min(limit, select.min_items or max(1, limit // (select.eta**2)))]
+        while self.rungs[-1] < limit:
+            self.rungs.append(min(limit, self.rungs[-1] * select.eta))
+        self.alive = [list(ids)]  # alive[k]: the candidates decided into rung k
+        self.reached: dict[str, set[int]] = {cid: set() for cid in ids}
+        self.asked: set[tuple[str, int]] = set()
+
+    def _goal(self, cid: str, k: int) -> Goal:
+        self.asked.add((cid, k))
+        start = self.rungs[k - 1] if k else 0
+        return Goal(cid, offset=start, limit=self.rungs[k] - start)
+
+    def _last(self, k: int) -> bool:
+        return k == len(self.rungs) - 1 or len(self.alive[k]) == 1
+
+    def _top(self, ids: list[str], k: int, n: int) -> list[str]:
+        ranked = rank({cid: self.values(cid, self.rungs[k]) for cid in ids}, self.metric)
+        return [r.id for r in ranked[:n]]
+
+    def ask(self, idle: int) -> list[Goal]:
+        k = len(self.alive) - 1
+        goals = [self._goal(cid, k) for cid in self.alive[k] if (cid, k) not in self.asked]
+        if idle > len(goals) and not self._last(k):  # speculate: promote early from the results so far
+            scored = [cid for cid in self.alive[k] if k in self.reached[cid]]
+            for cid in self._top(scored, k, len(scored) // self.eta) if scored else []:
+                if (cid, k + 1) not in self.asked and len(goals) < idle:
+                    goals.append(self._goal(cid, k + 1))
+        return goals
+
+    def tell(self, goal: Goal) -> None:
+        self.reached[goal.cid].add(next(k for k in range(len(self.rungs)) if goal.offset + goal.limit == self.rungs[k]))
+        k = len(self.alive) - 1
+        while not self._last(k) and all(k in self.reached[cid] for cid in self.alive[k]):
+            self.alive.append(self._top(self.alive[k], k, max(1, math.ceil(len(self.alive[k]) / self.eta))))
+            k += 1
+
+    def finished(self) -> bool:
+        k = len(self.alive) - 1
+        return self._last(k) and all(k in self.reached[cid] for cid in self.alive[k])
+
+    def counted(self) -> dict[str, int | None]:
+        counted: dict[str, int | None] = {}
+        for k, ids in enumerate(self.alive):
+            counted.update({cid: self.rungs[k] for cid in ids})
+        return counted
+
+
+def make(ids: list[str], select: SelectSettings, limit: int | None, values: ValuesOf) -> Halving:
+    return Halving(ids, select, limit, values)
