@@ -165,3 +165,11 @@ def test_a_killed_search_resumes_with_the_same_proposals(tiny_models, tmp_path):
     assert meta["search"]["trials"] == 6 and len(meta["search"]["order"]) == 6
     assert "6 trials" in (out / "leaderboard.md").read_text()
     assert (out / "report.png").stat().st_size > 1000
+
+
+def test_a_search_needs_report_items(tiny_models, tmp_path):
+    path = search_recipe(tiny_models, tmp_path)
+    path.write_text(path.read_text().replace("report_items: 4", "keep: 1"))
+    result = CliRunner().invoke(app, ["sweep", str(path), "--out", str(tmp_path / "o"), "--dry-run"])
+    assert result.exit_code == 2, result.output + result.stderr
+    assert "select.report_items: a search needs report items" in result.stderr

@@ -178,3 +178,17 @@ def test_unknown_executor_is_one_line(tiny_models, tmp_path):
     assert result.exit_code == 2
     assert "execute.executor: 'slurm' is not an executor; there are: local, ray" in result.stderr
     assert not (tmp_path / "o" / "journal.sqlite").exists(), "no journal for a bad flag"
+
+
+def test_a_search_runs_trials_in_parallel(cluster, tiny_models, tmp_path):
+    from test_search import search_recipe
+
+    path = search_recipe(tiny_models, tmp_path, pruner="none", trials=4)
+    out = tmp_path / "ray"
+    sweep(path, "--out", out, "--executor", "ray", "--ray-address", cluster, "--workers", "2")
+    db = sqlite3.connect(out / "journal.sqlite")
+    assert db.execute("SELECT COUNT(*) FROM trials WHERE state = 'complete'").fetchone()[0] == 4
+    spans = db.execute("SELECT started, finished FROM stages WHERE stage LIKE 'eval-select-%'").fetchall()
+    assert any(a0 < b1 and b0 < a1 for i, (a0, a1) in enumerate(spans) for b0, b1 in spans[i + 1 :]), (
+        "two trials were scored at the same time"
+    )

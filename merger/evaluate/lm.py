@@ -1,8 +1,9 @@
 """merger's scorer as an lm-eval model, registered as `merger`: lm-eval builds the requests (tasks, prompts,
 few-shot samples) and scores the answers (filters, metrics, aggregation); this class only runs the model.
 
-- `loglikelihood`: requests grouped by (task, document); each group's shared prefix (the few-shot context) runs once
-  and its KV cache serves every choice (`scoring.py`); length-sorted batches within a token budget on a GPU.
+- `loglikelihood`: requests grouped by (task, document); each group's shared prefix (the few-shot context) runs once,
+  in one forward pass with every choice's own tokens (`scoring.py`); length-sorted batches within a token budget on
+  a GPU.
 - `loglikelihood_rolling`: lm-eval's rolling windows, each window one scored request.
 - `generate_until`: greedy generation in length-sorted, left-padded batches, with lm-eval's own stop criteria,
   generation arguments and post-processing, so generations are those of lm-eval's `hf` model.

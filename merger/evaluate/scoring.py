@@ -1,9 +1,9 @@
 """Log-likelihood scoring with the context computed once per item.
 
 lm-eval runs every choice through the whole context (4 x 1,800 tokens for 25-shot ARC). Here the tokens
-that all of an item's requests share are run once, their KV cache is copied to each choice, and only the
-few tokens after it are run per choice. Tokenization follows lm-eval's HFLM exactly, so the numbers are
-the same to float precision:
+that all of an item's requests share are run once, in the same forward pass as every choice's own few
+tokens (packed after them, with a tree attention mask). Tokenization follows lm-eval's HFLM exactly, so the
+numbers are the same to float precision:
 - trailing whitespace of the context moves to the continuation;
 - the pair is encoded whole and the continuation is what follows the context's own encoding;
 - the model sees `(context + continuation)[-(max_length + 1):][:-1]`.
@@ -80,81 +80,87 @@ def shared_prefix(requests: list[Encoded]) -> int:
     return n
 
 
-def _pad(rows: list[list[int]], value: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), value, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-        mask[i, : len(row)] = 1
-    return ids, mask
+def _tree(items: list[list[Encoded]], prefixes: list[int], pad_id: int, dtype: torch.dtype):
+    """Each item as one row: its shared prefix, then every request's remaining tokens end to end. The additive 4-D
+    mask lets the prefix see itself causally and each request's tokens see the prefix and themselves causally;
+    positions continue from the prefix in every request. Returns ids, positions, mask, and where each request's
+    remaining tokens start in its row."""
+    rows, starts = [], []
+    for reqs, p in zip(items, prefixes):
+        row, begins = list(reqs[0].inp[:p]), []
+        for r in reqs:
+            begins.append(len(row))
+            row += r.inp[p:]
+        rows.append(row)
+        starts.append(begins)
+    width = max(len(row) for row in rows)
+    ids = torch.full((len(items), width), pad_id, dtype=torch.long)
+    positions = torch.zeros((len(items), width), dtype=torch.long)
+    allowed = torch.zeros((len(items), width, width), dtype=torch.bool)
+    allowed[:, :, 0] = True  # padding sees one token, so no row of the softmax is empty
+    for i, (reqs, p) in enumerate(zip(items, prefixes)):
+        ids[i, : len(rows[i])] = torch.tensor(rows[i], dtype=torch.long)
+        positions[i, :p] = torch.arange(p)
+        allowed[i, :p, :p] = torch.ones(p, p, dtype=torch.bool).tril()
+        for r, a in zip(reqs, starts[i]):
+            n = len(r.inp) - p
+            positions[i, a : a + n] = torch.arange(p, p + n)
+            allowed[i, a : a + n, :p] = True
+            allowed[i, a : a + n, a : a + n] = torch.ones(n, n, dtype=torch.bool).tril()
+    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+    return ids, positions, mask.unsqueeze(1), starts
 
 
 @torch.inference_mode()
 def score_group(model, items: list[list[Encoded]], pad_id: int) -> list[list[tuple[float, bool]]]:
     """Score a batch of items; each item is a list of requests that may share a prefix.
 
-    One forward over the right-padded prefixes gives each item's KV cache and the logit at its last
-    prefix position; one forward over every request's remaining tokens, on a copy of its item's cache,
-    gives the rest. Padding is masked, and positions continue from each item's own prefix length.
+    One forward pass per batch: each item's shared prefix runs once, with every request's remaining tokens packed
+    after it in the same row (a tree attention mask, no padding between requests, no copied cache), and logits are
+    computed only at the positions that score a continuation token.
     """
+    if model.config._attn_implementation not in ("sdpa", "eager"):
+        raise ValueError(f"scoring needs sdpa or eager attention (a 4-D mask), not {model.config._attn_implementation}")
     device = next(model.parameters()).device
     prefixes = [shared_prefix(reqs) for reqs in items]
-    prefix_ids, prefix_mask = _pad([reqs[0].inp[:p] for reqs, p in zip(items, prefixes)], pad_id)
-    last = torch.tensor(prefixes, dtype=torch.long).unsqueeze(1) - 1
-    out = model(
-        input_ids=prefix_ids.to(device),
-        attention_mask=prefix_mask.to(device),
-        use_cache=True,
-        logits_to_keep=last.to(device),
-    )
-    prefix_logits = out.logits[:, 0, :].float().log_softmax(-1)  # [items, vocab]
-    cache = out.past_key_values
-
-    rows = [(i, r) for i, reqs in enumerate(items) for r in reqs]
-    suffixes = [r.inp[prefixes[i] :] for i, r in rows]
-    suffix_logits = None
-    if any(suffixes):
-        owner = torch.tensor([i for i, _ in rows], device=device)
-        cache.reorder_cache(owner)  # one copy of its item's prefix cache per request
-        suffix_ids, suffix_mask = _pad([s or [pad_id] for s in suffixes], pad_id)
-        for j, s in enumerate(suffixes):
-            suffix_mask[j, : max(len(s), 1)] = 1
-        positions = torch.tensor([prefixes[i] for i, _ in rows]).unsqueeze(1) + torch.arange(suffix_ids.shape[1])
-        mask = torch.cat([prefix_mask[owner.cpu()], suffix_mask], dim=1)
-        suffix_logits = model(
-            input_ids=suffix_ids.to(device),
-            attention_mask=mask.to(device),
-            position_ids=positions.to(device),
-            past_key_values=cache,
-        ).logits
-
-    results: list[list[tuple[float, bool]]] = [[] for _ in items]
-    for j, (i, r) in enumerate(rows):
-        p = prefixes[i]
-        # Logits predicting cont tokens sit at input positions ctx_len - 1 .. len(inp) - 1.
-        start = r.ctx_len - 1
-        parts = []
-        if start == p - 1:
-            parts.append(prefix_logits[i : i + 1])
-            start = p
-        n_rest = len(r.inp) - start
-        if n_rest > 0:
-            parts.append(suffix_logits[j, start - p : start - p + n_rest].float().log_softmax(-1))
-        logprobs = torch.cat(parts, dim=0)
-        target = torch.tensor(r.cont, device=logprobs.device)
-        ll = logprobs.gather(1, target.unsqueeze(1)).sum().item()
-        greedy = bool((logprobs.argmax(-1) == target).all())
-        results[i].append((ll, greedy))
+    ids, positions, mask, starts = _tree(items, prefixes, pad_id, next(model.parameters()).dtype)
+    # Logits predicting cont tokens sit at input positions ctx_len - 1 .. len(inp) - 1: the last prefix position,
+    # then the request's own tokens.
+    wanted = [
+        [
+            [p - 1 if at == p - 1 else a + at - p for at in range(r.ctx_len - 1, len(r.inp))]
+            for r, a in zip(reqs, begins)
+        ]
+        for reqs, p, begins in zip(items, prefixes, starts)
+    ]
+    keep = sorted({x for per_item in wanted for per_request in per_item for x in per_request})
+    column = {x: k for k, x in enumerate(keep)}
+    logits = model(
+        input_ids=ids.to(device),
+        attention_mask=mask.to(device),
+        position_ids=positions.to(device),
+        use_cache=False,
+        logits_to_keep=torch.tensor(keep, device=device),
+    ).logits
+    results: list[list[tuple[float, bool]]] = []
+    for i, (reqs, per_item) in enumerate(zip(items, wanted)):
+        results.append([])
+        for r, per_request in zip(reqs, per_item):
+            logprobs = logits[i, [column[x] for x in per_request]].float().log_softmax(-1)
+            target = torch.tensor(r.cont, device=logprobs.device)
+            ll = logprobs.gather(1, target.unsqueeze(1)).sum().item()
+            results[i].append((ll, bool((logprobs.argmax(-1) == target).all())))
     return results
 
 
 def batches(items: list[list[Encoded]], token_budget: int) -> list[list[int]]:
-    """Indices of items, longest first, grouped so each batch's padded prefixes fit `token_budget` tokens.
+    """Indices of items, longest first, grouped so each batch's padded rows (shared prefix, then every request's
+    own tokens) fit `token_budget` tokens.
 
     Sorting by length keeps padding small; the budget bounds memory on any device.
     """
-    lengths = [max(len(r.inp) for r in reqs) for reqs in items]
+    prefixes = [shared_prefix(reqs) for reqs in items]
+    lengths = [p + sum(len(r.inp) - p for r in reqs) for reqs, p in zip(items, prefixes)]
     groups: list[list[int]] = []
     for index in sorted(range(len(items)), key=lambda i: -lengths[i]):
         # Sorted longest first, so a batch's first item sets its padded width.

@@ -15,6 +15,14 @@ Values = dict[str, dict[str, float]]  # task -> item id -> value
 ValuesOf = Callable[[str, int | None], Values]  # (candidate id, only the first n items of each task or all) -> values
 
 
+def rungs(min_items: int | None, eta: int, limit: int) -> list[int]:
+    """Items per task after each slice: `min_items` (default limit / eta^2), eta times as many, ..., `limit`."""
+    found = [min(limit, min_items or max(1, limit // eta**2))]
+    while found[-1] < limit:
+        found.append(min(limit, found[-1] * eta))
+    return found
+
+
 @dataclass(frozen=True)
 class Goal:
     """A candidate scored on items [offset, offset + limit) of a split's seeded order (or, `save`, its weights kept)."""

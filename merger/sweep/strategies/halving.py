@@ -15,15 +15,13 @@ import math
 
 from merger.config.recipe import SelectSettings
 from merger.sweep.selection import rank
-from merger.sweep.strategies.base import Goal, ValuesOf
+from merger.sweep.strategies.base import Goal, ValuesOf, rungs
 
 
 class Halving:
     def __init__(self, ids: list[str], select: SelectSettings, limit: int, values: ValuesOf):
         self.eta, self.metric, self.values = select.eta, select.metric, values
-        self.rungs = [min(limit, select.min_items or max(1, limit // (select.eta**2)))]
-        while self.rungs[-1] < limit:
-            self.rungs.append(min(limit, self.rungs[-1] * select.eta))
+        self.rungs = rungs(select.min_items, select.eta, limit)
         self.alive = [list(ids)]  # alive[k]: the candidates decided into rung k
         self.reached: dict[str, set[int]] = {cid: set() for cid in ids}
         self.asked: set[tuple[str, int]] = set()

@@ -22,7 +22,7 @@ from merger.config.results import SearchSummary
 from merger.core.errors import UserError
 from merger.sweep.journal import Journal
 from merger.sweep.selection import paired_p_value, score
-from merger.sweep.strategies.base import Goal, ValuesOf
+from merger.sweep.strategies.base import Goal, ValuesOf, rungs
 
 
 def distribution(dim: Dimension):
@@ -42,15 +42,6 @@ def sampler(settings: SearchSettings):
     if settings.sampler == "cmaes":
         return CmaEsSampler(seed=settings.seed, warn_independent_sampling=False)
     return RandomSampler(seed=settings.seed)
-
-
-def rungs(settings: SearchSettings, limit: int) -> list[int]:
-    if settings.pruner == "none":
-        return [limit]
-    found = [min(limit, settings.min_items or max(1, limit // settings.eta**2))]
-    while found[-1] < limit:
-        found.append(min(limit, found[-1] * settings.eta))
-    return found
 
 
 @dataclass
@@ -86,7 +77,8 @@ class Search:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        self.rungs = rungs(self.settings, self.limit)
+        s = self.settings
+        self.rungs = [self.limit] if s.pruner == "none" else rungs(s.min_items, s.eta, self.limit)
         self.dists = {path: distribution(dim) for path, dim in self.space.items()}
         pruner = (
             optuna.pruners.SuccessiveHalvingPruner(min_resource=self.rungs[0], reduction_factor=self.settings.eta)
