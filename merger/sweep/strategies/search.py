@@ -87,6 +87,7 @@ class Search:
         )
         self.study = optuna.create_study(direction="maximize", sampler=sampler(self.settings), pruner=pruner)
         self.trials: dict[int, Any] = {}
+        self.reported: dict[int, set[int]] = {}
         self._replay()
 
     # the sampler's point <-> the recipe's values --------------------------------------------------
@@ -101,6 +102,12 @@ class Search:
         self.trials[trial.number] = trial
         return trial.number, self._params(trial)
 
+    def _report(self, number: int, value: float, items: int) -> None:
+        """A trial's score after a slice, once (Optuna warns of a step reported twice)."""
+        if items not in self.reported.setdefault(number, set()):
+            self.trials[number].report(value, items)
+            self.reported[number].add(items)
+
     def _tell_sampler(self, number: int, cid: str, outcome: Outcome) -> None:
         """What the sampler hears of a trial: its score after each slice, then complete or pruned."""
         import optuna
@@ -108,7 +115,7 @@ class Search:
         trial = self.trials[number]
         for n in self.rungs:
             if n <= outcome.items:
-                trial.report(score(self.values(cid, n), self.metric), n)
+                self._report(number, score(self.values(cid, n), self.metric), n)
         if outcome.state == "complete":
             self.study.tell(trial, outcome.value)
             if self.leader is None or outcome.value > self.leader[1]:
@@ -158,9 +165,8 @@ class Search:
 
     def _behind(self, race: Race, values) -> bool:
         if self.settings.pruner == "halving":
-            trial = self.trials[race.trials[0]]
-            trial.report(score(values, self.metric), self.rungs[race.rung])
-            return trial.should_prune()
+            self._report(race.trials[0], score(values, self.metric), self.rungs[race.rung])
+            return self.trials[race.trials[0]].should_prune()
         if self.settings.pruner != "paired" or self.leader is None:
             return False
         leader = self.values(self.leader[0], None)
