@@ -11,4 +11,4 @@ if [ ! -d models/smollm2-135m-instruct-dpo ]; then
     --out models/smollm2-135m-instruct-dpo --epochs 2 --batch-size 4 --lr 1e-4 --max-length 128 --device cpu
 fi
 $merger validate merge_recipes/demo-*.yaml
-$merger sweep merge_recipes/demo-smollm2-slerp.yaml merge_recipes/demo-smollm2-dus.yaml --out demo-out/sweep --device cpu
+$merger sweep merge_recipes/demo-smollm2-slerp.yaml merge_recipes/demo-smollm2-dus.yaml --out demo-out/sweep --device cpu --fresh

@@ -95,6 +95,15 @@ def test_grid_sweep_resumes_without_redoing(tiny_models, tmp_path):
     after = stages(out)
     assert all(after[k] == v for k, v in first.items()) and len({c for c, _ in after}) == 4
 
+    # Other eval settings are another yardstick: refused, not mixed in; --fresh starts over.
+    other = write(
+        tmp_path / "other.yaml",
+        slerp_recipe(tiny_models["a"], tiny_models["b"], 4, [0.25], eval={"tasks": ["merger_arithmetic"], "limit": 12}),
+    )
+    result = runner.invoke(app, ["sweep", str(other), "--out", str(out), "--device", "cpu"])
+    assert result.exit_code == 2 and "scored with other `eval:` settings" in result.stderr
+    assert stages(out) == after
+
     (out / "leaderboard.md").unlink()
     result = runner.invoke(app, ["report", str(out)])
     assert result.exit_code == 0, result.output + result.stderr

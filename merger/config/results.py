@@ -321,7 +321,7 @@ class ItemRow(BaseModel):
     split: str = Field(description="select or report.")
     task: str = Field(description="Task name.")
     item: str = Field(description="Item id.")
-    position: int = Field(description="Its place in the seeded item order.")
+    position: int = Field(description="Its place in its task's seeded item order (0 is the first item).")
     value: float = Field(description="Its headline metric.")
     record: ItemRecord = Field(description="Everything measured on it.")
 

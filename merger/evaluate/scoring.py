@@ -80,7 +80,7 @@ def shared_prefix(requests: list[Encoded]) -> int:
     return n
 
 
-def _tree(items: list[list[Encoded]], prefixes: list[int], pad_id: int, dtype: torch.dtype):
+def _tree(items: list[list[Encoded]], prefixes: list[int], pad_id: int, dtype: torch.dtype, device):
     """Each item as one row: its shared prefix, then every request's remaining tokens end to end. The additive 4-D
     mask lets the prefix see itself causally and each request's tokens see the prefix and themselves causally;
     positions continue from the prefix in every request. Returns ids, positions, mask, and where each request's
@@ -96,18 +96,18 @@ def _tree(items: list[list[Encoded]], prefixes: list[int], pad_id: int, dtype: t
     width = max(len(row) for row in rows)
     ids = torch.full((len(items), width), pad_id, dtype=torch.long)
     positions = torch.zeros((len(items), width), dtype=torch.long)
-    allowed = torch.zeros((len(items), width, width), dtype=torch.bool)
+    allowed = torch.zeros((len(items), width, width), dtype=torch.bool, device=device)  # built where it is used
     allowed[:, :, 0] = True  # padding sees one token, so no row of the softmax is empty
     for i, (reqs, p) in enumerate(zip(items, prefixes)):
         ids[i, : len(rows[i])] = torch.tensor(rows[i], dtype=torch.long)
         positions[i, :p] = torch.arange(p)
-        allowed[i, :p, :p] = torch.ones(p, p, dtype=torch.bool).tril()
+        allowed[i, :p, :p] = torch.ones(p, p, dtype=torch.bool, device=device).tril()
         for r, a in zip(reqs, starts[i]):
             n = len(r.inp) - p
             positions[i, a : a + n] = torch.arange(p, p + n)
             allowed[i, a : a + n, :p] = True
-            allowed[i, a : a + n, a : a + n] = torch.ones(n, n, dtype=torch.bool).tril()
-    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+            allowed[i, a : a + n, a : a + n] = torch.ones(n, n, dtype=torch.bool, device=device).tril()
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
     return ids, positions, mask.unsqueeze(1), starts
 
 
@@ -123,7 +123,7 @@ def score_group(model, items: list[list[Encoded]], pad_id: int) -> list[list[tup
         raise ValueError(f"scoring needs sdpa or eager attention (a 4-D mask), not {model.config._attn_implementation}")
     device = next(model.parameters()).device
     prefixes = [shared_prefix(reqs) for reqs in items]
-    ids, positions, mask, starts = _tree(items, prefixes, pad_id, next(model.parameters()).dtype)
+    ids, positions, mask, starts = _tree(items, prefixes, pad_id, next(model.parameters()).dtype, device)
     # Logits predicting cont tokens sit at input positions ctx_len - 1 .. len(inp) - 1: the last prefix position,
     # then the request's own tokens.
     wanted = [
@@ -137,7 +137,7 @@ def score_group(model, items: list[list[Encoded]], pad_id: int) -> list[list[tup
     column = {x: k for k, x in enumerate(keep)}
     logits = model(
         input_ids=ids.to(device),
-        attention_mask=mask.to(device),
+        attention_mask=mask,
         position_ids=positions.to(device),
         use_cache=False,
         logits_to_keep=torch.tensor(keep, device=device),

@@ -166,6 +166,10 @@ class Journal:
         for row in self.db.execute("SELECT candidate, stage, status, seconds, runs FROM stages ORDER BY started"):
             yield StageRow(candidate=row[0], stage=row[1], status=row[2], seconds=row[3], runs=row[4])
 
+    def eval_keys(self) -> set[str]:
+        """The eval settings' keys of every scoring stage (`eval-<split>-<key>-<offset>-<limit>`)."""
+        return {row[0].split("-")[2] for row in self.db.execute("SELECT stage FROM stages WHERE stage LIKE 'eval-%'")}
+
     def results(self, cid: str, prefix: str) -> list[Any]:
         """Results of a candidate's finished stages whose names start with `prefix`."""
         rows = self.db.execute(

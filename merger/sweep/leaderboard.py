@@ -53,10 +53,15 @@ def entries(journal: Journal, meta: SweepMeta) -> list[LeaderboardRow]:
     return rows
 
 
-def _short(path: str) -> str:
-    """An axis by its last name (`merge.parameters.t` -> t), with its list index (`t.0.value.1` -> value.1)."""
+def _short(path: str, among: list[str]) -> str:
+    """An axis by the fewest last names that tell it from the others (`merge.parameters.t` -> t,
+    `merge.parameters.t.0.value.1` -> t.0.value.1 beside t.1.value.1), never starting at a list index."""
     parts = path.split(".")
-    return ".".join(parts[-2:]) if parts[-1].lstrip("-").isdigit() and len(parts) > 1 else parts[-1]
+    for k in range(1, len(parts) + 1):
+        tail = ".".join(parts[-k:])
+        if not parts[-k].lstrip("-").isdigit() and sum(o == tail or o.endswith("." + tail) for o in among) == 1:
+            return tail
+    return path
 
 
 def _value(value) -> str:
@@ -65,7 +70,8 @@ def _value(value) -> str:
 
 def _point(row: LeaderboardRow) -> str:
     """A candidate in a few characters: its sweep point by the axes' last names, else its recipe's name."""
-    return ", ".join(f"{_short(k)}={_value(v)}" for k, v in row.params.items()) or Path(row.recipe).stem
+    names = list(row.params)
+    return ", ".join(f"{_short(k, names)}={_value(v)}" for k, v in row.params.items()) or Path(row.recipe).stem
 
 
 def title(metric: str, search: SearchSummary | None) -> str:
@@ -168,7 +174,7 @@ def plot(rows: list[LeaderboardRow], metric: str, path: Path, search: SearchSumm
         )
         if not numeric:
             ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
-        ax.set_xlabel(_short(name) if len(name) > 30 else name)
+        ax.set_xlabel(_short(name, axes_names) if len(name) > 30 else name)
         ax.set_ylabel("score")
     fig.tight_layout()
     image = io.BytesIO()

@@ -20,6 +20,7 @@ from rich.console import Console
 from merger.config.recipe import Candidate, ExecuteSettings, point, search_space
 from merger.config.results import EvalSummary, Scores, SweepCandidate, SweepMeta, TaskScore
 from merger.core.atomic import atomic_output_dir, atomic_write
+from merger.core.errors import UserError
 from merger.merge.run import in_memory_supported
 from merger.publish.card import write_card
 from merger.sweep import executors, jobs, strategies
@@ -69,6 +70,14 @@ class Sweep:
         if fresh:  # the journal forgot these; their folders go too
             for name in ("candidates", "best"):
                 shutil.rmtree(self.out / name, ignore_errors=True)
+        scored_with = self.journal.eval_keys() - {_key(self.eval.model_dump())}
+        if scored_with:  # items of another yardstick would be ranked with these
+            self.journal.close()
+            raise UserError.one(
+                str(self.out),
+                "eval",
+                "this sweep folder was scored with other `eval:` settings; use another --out, or --fresh to restart",
+            )
         for c in self.candidates.values():
             self.journal.add_candidate(c)
         try:
