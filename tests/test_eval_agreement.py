@@ -163,3 +163,23 @@ def test_demo_task_needs_no_data(tiny_models):
     model, tokenizer = load_model(tiny_models["a"], "cpu")
     ours = agree(model, tokenizer, tasks=["merger_arithmetic"], limit=6)
     assert ours.tasks["merger_arithmetic"].num_fewshot == 5 and ours.tasks["merger_arithmetic"].n_total == 500
+
+
+def test_requests_packed_in_one_row_score_as_alone(tiny_models):
+    """An item's requests packed after their shared prefix, with nothing shared (truncated from the left), and
+    several items in one padded batch: every request scores as it does on its own."""
+    from merger.evaluate.scoring import Encoded, score_items, shared_prefix
+
+    model, tokenizer = load_model(tiny_models["a"], "cpu")
+
+    def request(inp: list[int], n_cont: int) -> Encoded:
+        return Encoded(inp=inp, cont=inp[len(inp) - n_cont + 1 :] + [7], ctx_len=len(inp) - n_cont + 1)
+
+    shared = [request([1, 5, 9, 12, 3, 4], 2), request([1, 5, 9, 12, 8], 1), request([1, 5, 9, 12, 30, 31, 2], 3)]
+    apart = [request([4, 5, 6, 7], 2), request([9, 10, 11], 1), request([13, 14, 15, 16, 17], 3)]
+    assert shared_prefix(shared) == 4 and shared_prefix(apart) == 0
+    alone = [score_items(model, [[r]], tokenizer.pad_token_id or 0, 1)[0][0] for r in shared + apart]
+    for budget in (1, 10_000):  # one item per batch, and both in one padded batch
+        together = score_items(model, [shared, apart], tokenizer.pad_token_id or 0, budget)
+        for (ll, greedy), (ll_alone, greedy_alone) in zip(together[0] + together[1], alone):
+            assert abs(ll - ll_alone) < 1e-4 and greedy == greedy_alone

@@ -23,7 +23,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.utils import Collator, handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
 from lm_eval.models.utils_hf import stop_sequences_criteria
 
-from merger.evaluate.scoring import Encoded, Encoder, model_max_length, score_items, shared_prefix
+from merger.evaluate.scoring import Encoded, Encoder, model_max_length, score_items
 
 CPU_TOKEN_BUDGET = 1  # one item per batch: a CPU gains nothing from batching and pays for padding
 GPU_TOKEN_BUDGET = 65536
@@ -91,15 +91,8 @@ class MergerLM(LM):
         for i, request in enumerate(requests):
             key = (request.task_name, request.doc_id) if request.doc_id is not None else ("", i)
             groups.setdefault(key, []).append(i)
-        members, encoded = [], []
-        for idxs in groups.values():
-            group = [self.encoder.pair(*requests[i].args) for i in idxs]
-            if shared_prefix(group) > 0:
-                members.append(idxs)
-                encoded.append(group)
-            else:  # truncated from the left, the choices share no prefix: each is scored on its own
-                members += [[i] for i in idxs]
-                encoded += [[e] for e in group]
+        members = list(groups.values())
+        encoded = [[self.encoder.pair(*requests[i].args) for i in idxs] for idxs in members]
         scored = self._score(encoded, lambda n: self.advance(n))
         out: list[tuple[float, bool]] = [(0.0, False)] * len(requests)
         for idxs, results in zip(members, scored):

@@ -97,9 +97,9 @@ def _tree(items: list[list[Encoded]], prefixes: list[int], pad_id: int, dtype: t
     ids = torch.full((len(items), width), pad_id, dtype=torch.long)
     positions = torch.zeros((len(items), width), dtype=torch.long)
     allowed = torch.zeros((len(items), width, width), dtype=torch.bool, device=device)  # built where it is used
-    allowed[:, :, 0] = True  # padding sees one token, so no row of the softmax is empty
     for i, (reqs, p) in enumerate(zip(items, prefixes)):
         ids[i, : len(rows[i])] = torch.tensor(rows[i], dtype=torch.long)
+        allowed[i, len(rows[i]) :, 0] = True  # padding sees one token, so no row of the softmax is empty
         positions[i, :p] = torch.arange(p)
         allowed[i, :p, :p] = torch.ones(p, p, dtype=torch.bool, device=device).tril()
         for r, a in zip(reqs, starts[i]):
@@ -112,8 +112,9 @@ def _tree(items: list[list[Encoded]], prefixes: list[int], pad_id: int, dtype: t
 
 
 @torch.inference_mode()
-def score_group(model, items: list[list[Encoded]], pad_id: int) -> list[list[tuple[float, bool]]]:
-    """Score a batch of items; each item is a list of requests that may share a prefix.
+def score_group(model, items: list[list[Encoded]], prefixes: list[int], pad_id: int) -> list[list[tuple[float, bool]]]:
+    """Score a batch of items; each item is a list of requests that may share a prefix (`prefixes`: how many
+    tokens each item's requests share, `shared_prefix`; 0 packs them with nothing shared).
 
     One forward pass per batch: each item's shared prefix runs once, with every request's remaining tokens packed
     after it in the same row (a tree attention mask, no padding between requests, no copied cache), and logits are
@@ -122,7 +123,6 @@ def score_group(model, items: list[list[Encoded]], pad_id: int) -> list[list[tup
     if model.config._attn_implementation not in ("sdpa", "eager"):
         raise ValueError(f"scoring needs sdpa or eager attention (a 4-D mask), not {model.config._attn_implementation}")
     device = next(model.parameters()).device
-    prefixes = [shared_prefix(reqs) for reqs in items]
     ids, positions, mask, starts = _tree(items, prefixes, pad_id, next(model.parameters()).dtype, device)
     # Logits predicting cont tokens sit at input positions ctx_len - 1 .. len(inp) - 1: the last prefix position,
     # then the request's own tokens.
@@ -153,13 +153,12 @@ def score_group(model, items: list[list[Encoded]], pad_id: int) -> list[list[tup
     return results
 
 
-def batches(items: list[list[Encoded]], token_budget: int) -> list[list[int]]:
+def batches(items: list[list[Encoded]], prefixes: list[int], token_budget: int) -> list[list[int]]:
     """Indices of items, longest first, grouped so each batch's padded rows (shared prefix, then every request's
     own tokens) fit `token_budget` tokens.
 
     Sorting by length keeps padding small; the budget bounds memory on any device.
     """
-    prefixes = [shared_prefix(reqs) for reqs in items]
     lengths = [p + sum(len(r.inp) - p for r in reqs) for reqs, p in zip(items, prefixes)]
     groups: list[list[int]] = []
     for index in sorted(range(len(items)), key=lambda i: -lengths[i]):
@@ -176,8 +175,10 @@ def score_items(
 ) -> list[list[tuple[float, bool]]]:
     """(log-likelihood, is_greedy) per request per item, in the items' order."""
     results: list[list[tuple[float, bool]] | None] = [None] * len(items)
-    for group in batches(items, token_budget):
-        for index, scored in zip(group, score_group(model, [items[i] for i in group], pad_id)):
+    prefixes = [shared_prefix(reqs) for reqs in items]
+    for group in batches(items, prefixes, token_budget):
+        scored_group = score_group(model, [items[i] for i in group], [prefixes[i] for i in group], pad_id)
+        for index, scored in zip(group, scored_group):
             results[index] = scored
         advance(len(group))
     return results  # type: ignore[return-value]
