@@ -105,7 +105,7 @@ def test_racing_stops_a_clearly_worse_trial_early(tiny_models, tmp_path, pruner)
         {"trials": 8, "seed": 5, "sampler": "random", "min_items": 4, "pruner": pruner, "space": search_space(path)}
     )
     journal = Journal(tmp_path / "journal")
-    strategy = search.make(settings, search_space(path), 32, "mean", propose, values, journal)
+    strategy = search.Search(settings, search_space(path), 32, "mean", propose, values, journal)
     while not strategy.finished():
         for goal in strategy.ask(1):
             reached[goal.cid] = goal.offset + goal.limit

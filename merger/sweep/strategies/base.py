@@ -35,6 +35,12 @@ class Goal:
     candidate: Any = field(default=None, compare=False)  # a Candidate the driver has not seen yet (a search's)
 
 
+def slice_goal(cid: str, rungs: list[int], k: int, candidate: Any = None) -> Goal:
+    """Rung k's new items for a candidate: [rungs[k - 1], rungs[k]) of the selection order."""
+    start = rungs[k - 1] if k else 0
+    return Goal(cid, offset=start, limit=rungs[k] - start, candidate=candidate)
+
+
 class Strategy(Protocol):
     def ask(self, idle: int) -> list[Goal]:
         """Goals that may start now and were not asked before; `idle` workers have nothing else to do."""

@@ -15,7 +15,7 @@ import math
 
 from merger.config.recipe import SelectSettings
 from merger.sweep.selection import rank
-from merger.sweep.strategies.base import Goal, ValuesOf, rungs
+from merger.sweep.strategies.base import Goal, ValuesOf, rungs, slice_goal
 
 
 class Halving:
@@ -28,8 +28,7 @@ class Halving:
 
     def _goal(self, cid: str, k: int) -> Goal:
         self.asked.add((cid, k))
-        start = self.rungs[k - 1] if k else 0
-        return Goal(cid, offset=start, limit=self.rungs[k] - start)
+        return slice_goal(cid, self.rungs, k)
 
     def _last(self, k: int) -> bool:
         return k == len(self.rungs) - 1 or len(self.alive[k]) == 1

@@ -22,7 +22,7 @@ from merger.config.results import SearchSummary
 from merger.core.errors import UserError
 from merger.sweep.journal import Journal
 from merger.sweep.selection import paired_p_value, score
-from merger.sweep.strategies.base import Goal, ValuesOf, rungs
+from merger.sweep.strategies.base import Goal, ValuesOf, rungs, slice_goal
 
 
 def distribution(dim: Dimension):
@@ -147,8 +147,7 @@ class Search:
 
     # racing ---------------------------------------------------------------------------------------
     def _goal(self, race: Race) -> Goal:
-        start = self.rungs[race.rung - 1] if race.rung else 0
-        return Goal(race.candidate.id, offset=start, limit=self.rungs[race.rung] - start, candidate=race.candidate)
+        return slice_goal(race.candidate.id, self.rungs, race.rung, race.candidate)
 
     def _race(self, number: int, candidate: Candidate) -> None:
         if candidate.id in self.outcomes:  # a point seen before: its outcome, no new work
@@ -223,15 +222,3 @@ class Search:
     def _tasks(self) -> int:
         any_cid = next(iter(self.outcomes), None)
         return len(self.values(any_cid, None)) if any_cid else 0
-
-
-def make(
-    settings: SearchSettings,
-    space: dict[str, Dimension],
-    limit: int,
-    metric: str,
-    propose: Callable[[dict[str, Any]], Candidate],
-    values: ValuesOf,
-    journal: Journal,
-) -> Search:
-    return Search(settings, space, limit, metric, propose, values, journal)
