@@ -66,11 +66,12 @@ class Sweep:
         self.lora_merge_cache = lora_merge_cache
         self.keep = keep or self.select.keep
         self.counted: dict[str, int | None] = {}
+        self.eval_key = _key(self.eval.model_dump())  # names its scoring stages: other settings, other stages
         self.journal = Journal(self.out, fresh=fresh)
         if fresh:  # the journal forgot these; their folders go too
             for name in ("candidates", "best"):
                 shutil.rmtree(self.out / name, ignore_errors=True)
-        scored_with = self.journal.eval_keys() - {_key(self.eval.model_dump())}
+        scored_with = self.journal.eval_keys() - {self.eval_key}
         if scored_with:  # items of another yardstick would be ranked with these
             self.journal.close()
             raise UserError.one(
@@ -96,28 +97,29 @@ class Sweep:
 
     # from goals to units ----------------------------------------------------------------------
     def score_stage(self, goal: Goal) -> str:
-        return f"eval-{goal.split}-{_key(self.eval.model_dump())}-{goal.offset}-{goal.limit}"
+        return f"eval-{goal.split}-{self.eval_key}-{goal.offset}-{goal.limit}"
 
     def next_unit(self, goal: Goal) -> jobs.Unit | None:
         """The next unit of work `goal` needs (its model first: merge and DPO, or saved weights), or None once
         the journal has it. A finished stage whose output is gone (deleted by an earlier --keep) is redone."""
         c, done = self.candidates[goal.cid], self.journal.done
         model = self.folder(c.id) / "model"
+        if goal.kind == "score" and done(c.id, self.score_stage(goal)):
+            return None
+        saved = done(c.id, "save") and _has_model(model)
         if goal.kind == "save":
-            if c.dpo is not None or (done(c.id, "save") and _has_model(model)):
+            if c.dpo is not None or saved:
                 return None
             scored = self.journal.stage(c.id, "scored-weights")
             return jobs.Unit(c, "save", "save", model, scored=scored.result["digest"] if scored else None)
-        if done(c.id, self.score_stage(goal)):
-            return None
         if c.dpo is not None and not (done(c.id, "dpo") and _has_model(model)):
             merged = self.folder(c.id) / "merged"
             if not (done(c.id, "merge") and _has_model(merged)):
                 return jobs.Unit(c, "merge", "merge", merged)
             return jobs.Unit(c, "dpo", "dpo", model)
-        if c.dpo is None and not in_memory_supported(c) and not (done(c.id, "save") and _has_model(model)):
+        if c.dpo is None and not in_memory_supported(c) and not saved:
             return jobs.Unit(c, "save", "save", model)  # vocabulary surgery: scored from disk, like a kept one
-        on_disk = c.dpo is not None or (done(c.id, "save") and _has_model(model))
+        on_disk = c.dpo is not None or saved
         return jobs.Unit(
             c,
             self.score_stage(goal),
@@ -188,7 +190,7 @@ class Sweep:
         values = lambda cid, below: self.journal.item_values(cid, "select", below)  # noqa: E731
         if self.search is None:
             return strategies.make(list(self.candidates), self.select, self.eval.limit, values)
-        return search.make(
+        return search.Search(
             self.search,
             search_space(self.recipe),
             self.eval.limit,
