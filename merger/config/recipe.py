@@ -407,7 +407,10 @@ def search_space(path: str | Path) -> dict[str, Dimension]:
     """A search recipe's space, checked against the recipe: every path exists, a range is over a number; the
     `sweep:` axes join it as choices."""
     path = Path(path)
-    recipe, base = _base(path)
+    return _space(path, *_base(path))
+
+
+def _space(path: Path, recipe: Recipe, base: dict[str, Any]) -> dict[str, Dimension]:
     assert recipe.search is not None
     space = {axis: Dimension(choices=values) for axis, values in recipe.sweep.items()}
     problems: list[Problem] = []
@@ -417,7 +420,7 @@ def search_space(path: str | Path) -> dict[str, Dimension]:
             problems.append(Problem(str(path), where, "is also a sweep axis; give it in one place"))
             continue
         try:
-            container, key = _set_path(copy.deepcopy(base), axis)
+            container, key = _set_path(base, axis)  # only looks
         except KeyError as exc:
             problems.append(Problem(str(path), where, str(exc.args[0])))
             continue
@@ -449,12 +452,12 @@ def expand(path: str | Path, random_seed: int | None = None) -> list[Candidate]:
     path = Path(path)
     recipe, base = _base(path)
     if recipe.search is not None:
-        search_space(path)
+        _space(path, recipe, base)
         return [_point(path, base, {}, random_seed).model_copy(update={"search": recipe.search})]
     problems: list[Problem] = []
     for axis in recipe.sweep:
         try:
-            _set_path(copy.deepcopy(base), axis)
+            _set_path(base, axis)  # only looks
         except KeyError as exc:
             problems.append(Problem(str(path), f"sweep.{axis}", str(exc.args[0])))
     if problems:
