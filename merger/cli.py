@@ -21,8 +21,7 @@ from merger.evaluate.report import results_table
 from merger.publish import card as cards
 from merger.publish.export import export as export_model
 from merger.publish.preflight import run_checks
-from merger.sweep import jobs, leaderboard, plan
-from merger.sweep.run import run_sweep
+from merger.sweep import leaderboard, plan
 
 app = typer.Typer(
     help="Declarative merge sweeps for open LLMs: mergekit merges, DPO, lm-eval-identical quick scoring.",
@@ -139,7 +138,9 @@ def dpo(
     **settings,
 ) -> None:
     """Refine a model with DPO (trl), LoRA by default, after checking the data and its contamination."""
-    run = jobs.refine(model_dir, dpo_settings(settings), out_dir, device=device, force=force)
+    from merger.sweep.jobs import refine  # trl and peft: imported by the verbs that train, not by --help
+
+    run = refine(model_dir, dpo_settings(settings), out_dir, device=device, force=force)
     out.print(render.dpo_table(run, out_dir))
 
 
@@ -163,6 +164,8 @@ def sweep(
     execute = execute_settings(settings)
     if dry_run:
         return render.plan(out, plan.plan_sweep(recipes, keep, device, strict, random_seed, execute))
+    from merger.sweep.run import run_sweep
+
     best = run_sweep(
         recipes,
         out_dir,

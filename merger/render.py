@@ -50,7 +50,12 @@ def plan(console: Console, p: SweepPlan) -> None:
     )
     console.print(
         f"eval: {', '.join(p.eval.tasks)} on {p.eval.limit or 'all'} items; select: {p.select.metric}, "
-        f"{p.select.strategy}, keep {p.keep}"
+        f"{p.select.strategy}, keep {p.keep}; decided by {p.select.signal}"
+        + (
+            f", raced within {p.select.delta:g} point(s) at {p.select.confidence:.0%}"
+            if p.select.race and p.eval.limit
+            else ""
+        )
     )
 
 

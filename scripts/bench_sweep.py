@@ -1,12 +1,14 @@
-"""Seconds per candidate of a 5-point SLERP t sweep on SmolLM2: `merger sweep` against the pipeline users run
-by hand today (`mergekit-yaml` to disk, then lm-eval on the same items), in one run.
+"""Seconds per candidate of a 5-point SLERP t sweep on SmolLM2: `merger sweep` (racing, and on every item)
+against the pipeline users run by hand today (`mergekit-yaml` to disk, then lm-eval on the same items), in one
+run, with the items each scored.
 
     .venv/bin/python scripts/bench_sweep.py [--limit 8] [--task arc_challenge] [--shots 25]
     .venv/bin/python scripts/bench_sweep.py --executor ray --workers 2 [--ray-address auto]
 
 With `--executor ray` the same sweep runs twice instead, with the local executor and with Ray workers, and the
 ratio of the two is printed. The second model is a lightly perturbed copy of SmolLM2 (a stand-in for a sibling
-fine-tune); every pipeline merges the same five configs and scores the same items.
+fine-tune; `--noise 0.05` makes one clearly worse, so racing has something to stop); every pipeline merges the
+same five configs and scores the same items.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ BIN = Path(sys.executable).parent
 TS = [0.0, 0.25, 0.5, 0.75, 1.0]
 
 
-def sibling(base: Path, folder: Path) -> Path:
+def sibling(base: Path, folder: Path, noise: float = 0.001) -> Path:
     import torch
     from safetensors.torch import load_file, save_file
 
@@ -35,7 +37,7 @@ def sibling(base: Path, folder: Path) -> Path:
     g = torch.Generator().manual_seed(1)
     weights = load_file(base / "model.safetensors")
     save_file(
-        {k: v + 0.001 * v.float().std() * torch.randn(v.shape, generator=g) for k, v in weights.items()},
+        {k: v + noise * v.float().std() * torch.randn(v.shape, generator=g) for k, v in weights.items()},
         folder / "model.safetensors",
         metadata={"format": "pt"},
     )
@@ -58,11 +60,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="Ray workers (default: one per GPU, else core)")
     parser.add_argument("--ray-address", default=None, help="a running Ray cluster (default: start one here)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--noise", type=float, default=0.001, help="the sibling's noise, in each tensor's std (racing needs a gap)"
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp())
     base = prepare("smollm2")
-    other = sibling(base, work / "sibling")
+    other = sibling(base, work / "sibling", args.noise)
     merge = {
         "merge_method": "slerp",
         "base_model": str(base),
@@ -72,27 +77,35 @@ def main() -> None:
             {"sources": [{"model": str(base), "layer_range": [0, 30]}, {"model": str(other), "layer_range": [0, 30]}]}
         ],
     }
-    recipe = work / "sweep.yaml"
-    recipe.write_text(
-        yaml.safe_dump(
-            {
-                "merge": merge,
-                "sweep": {"merge.parameters.t": TS},
-                "eval": {
-                    "tasks": [args.task],
-                    "limit": args.limit,
-                    "num_fewshot": args.shots,
-                    "data_dir": args.data_dir,
-                },
-            }
+    recipe, every_item = work / "sweep.yaml", work / "every-item.yaml"
+    for path, race in ((recipe, True), (every_item, False)):
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "merge": merge,
+                    "sweep": {"merge.parameters.t": TS},
+                    "eval": {
+                        "tasks": [args.task],
+                        "limit": args.limit,
+                        "num_fewshot": args.shots,
+                        "data_dir": args.data_dir,
+                    },
+                    "select": {"race": race},
+                }
+            )
         )
-    )
 
-    def timed_sweep(out: Path, *flags: str) -> float:
+    def timed_sweep(out: Path, *flags: str, path: Path = recipe) -> float:
         started = time.perf_counter()
-        cmd = [str(BIN / "merger"), "sweep", str(recipe), "--out", str(out), "--device", args.device, *flags]
+        cmd = [str(BIN / "merger"), "sweep", str(path), "--out", str(out), "--device", args.device, *flags]
         subprocess.run(cmd, check=True, capture_output=True)
         return (time.perf_counter() - started) / len(TS)
+
+    def items(out: Path) -> int:
+        import sqlite3
+
+        with sqlite3.connect(out / "journal.sqlite") as db:
+            return db.execute("SELECT COUNT(*) FROM items WHERE split='select'").fetchone()[0]
 
     ours = timed_sweep(work / "sweep")
     if args.executor == "ray":
@@ -115,7 +128,7 @@ def main() -> None:
     from merger.config.recipe import EvalSettings
     from merger.evaluate.evaluator import load_tasks, sample_indices
     from merger.evaluate.mirror import data_dir, mirrored
-    from merger.evaluate.tasks import builtin_root
+    from merger.evaluate.tasks import task_manager
 
     settings = EvalSettings(tasks=[args.task], data_dir=args.data_dir, num_fewshot=args.shots)
     with mirrored(data_dir(args.data_dir)):
@@ -123,7 +136,7 @@ def main() -> None:
     config = task.config
     folder = Path(args.data_dir) / config.dataset_path / (config.dataset_name or "default")
     files = {p.stem: str(p) for p in folder.glob("*.jsonl")}
-    [builtin] = [p for p in builtin_root().rglob("*.yaml") if f"task: {args.task}\n" in p.read_text()]
+    builtin = task_manager([args.task], []).task_index[args.task].yaml_path  # lm-eval's own file for the task
     (work / "tasks").mkdir()
     (work / "tasks" / "ref.yaml").write_text(
         yaml.safe_dump(
@@ -168,14 +181,28 @@ def main() -> None:
             capture_output=True,
         )
     theirs = (time.perf_counter() - started) / len(TS)
+    every = timed_sweep(work / "every-item", path=every_item)
 
+    budget = len(TS) * args.limit
     table = Table(title=f"5-point SLERP sweep on SmolLM2, {args.limit} {args.task} items ({args.shots}-shot), CPU")
-    for column in ("pipeline", "seconds per candidate"):
+    for column in ("pipeline", "items scored", "seconds per candidate", "speed-up over by hand"):
         table.add_column(column)
-    table.add_row("merger sweep (in-memory merge, prefix-shared scoring)", f"{ours:.1f}")
-    table.add_row("mergekit-yaml CLI to disk, then lm-eval CLI", f"{theirs:.1f}")
-    table.add_row("speed-up", f"{theirs / ours:.2f}x")
+    for name, seconds, n in (
+        ("merger sweep, racing (race: true)", ours, items(work / "sweep")),
+        ("merger sweep, every item (race: false, the default)", every, items(work / "every-item")),
+        ("mergekit-yaml CLI to disk, then lm-eval CLI", theirs, budget),
+    ):
+        table.add_row(name, f"{n} of {budget}", f"{seconds:.1f}", f"{theirs / seconds:.2f}x")
     Console().print(table)
+    report = subprocess.run(
+        [str(BIN / "merger"), "report", str(work / "sweep")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "250"},  # the decision line on one line
+    )
+    for line in report.stdout.splitlines():
+        if line.startswith(("best ", "undecided")):
+            Console().print(f"racing's decision: {line}", markup=False)
     shutil.rmtree(work, ignore_errors=True)
 
 

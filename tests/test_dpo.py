@@ -183,7 +183,10 @@ def test_bad_inputs(tiny_models, tmp_path):
         ([tiny_models["a"], "--data", good, "--loss-type", "sigmoidal"], "unknown loss_type 'sigmoidal'"),
         ([tiny_models["a"], "--data", tmp_path / "missing.jsonl"], "no such preference file"),
         ([tiny_models["a"], "--data", good, "--against", "arc"], "unknown task 'arc'"),
-        ([tiny_models["a"], "--data", good, "--qlora", "--device", "cpu"], "needs a CUDA device"),
+        (
+            [tiny_models["a"], "--data", good, "--qlora", "--device", "cpu"],
+            "needs bitsandbytes: pip install 'merger[qlora]'",
+        ),
     ]
     notok = tmp_path / "notok"
     notok.mkdir()
@@ -241,3 +244,20 @@ def test_smollm2_lora_dpo_learns_and_talks(smollm2, tmp_path):
         model.generate(ids, max_new_tokens=12, do_sample=False)[0, ids.shape[1] :], skip_special_tokens=True
     )
     assert "Paris" in reply
+
+
+def test_a_model_that_cannot_fit_the_gpu_is_one_line_with_the_way_out(tiny_models, monkeypatch):
+    """Before any loading: LoRA needs the weights once in the compute dtype, full fine-tuning about four times;
+    when that exceeds the free GPU memory, one line says how much and suggests QLoRA."""
+    import torch
+
+    from merger.config.dpo import DPOSettings
+    from merger.core.errors import UserError
+    from merger.dpo.train import check_fits
+
+    params = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(tiny_models["a"]).parameters())
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (3 * params, 80 * 2**30))  # room for 1.5x in bf16
+    settings = DPOSettings(data="pairs.jsonl")
+    check_fits(tiny_models["a"], settings, torch.bfloat16)
+    with pytest.raises(UserError, match=r"full fine-tuning needs about .* GiB for the weights alone.*use --qlora"):
+        check_fits(tiny_models["a"], settings.model_copy(update={"full": True}), torch.bfloat16)

@@ -53,6 +53,7 @@ def live(smollm2):
         ("arc_challenge", 3, 6, 4, None),  # padded batches of several items: masks and positions must not leak
         ("hellaswag", 3, 4, None, None),
         ("mmlu", 5, 4, None, None),
+        ("mmlu_anatomy", 0, 26, 8, None),  # a subtask by name (a quoted-key YAML): every mirrored item
         ("truthfulqa_mc2", 0, 4, 4, None),
         ("winogrande", 0, 6, None, None),
         ("gsm8k", 2, 2, None, "max_gen_toks=64"),
@@ -183,3 +184,100 @@ def test_requests_packed_in_one_row_score_as_alone(tiny_models):
         together = score_items(model, [shared, apart], tokenizer.pad_token_id or 0, budget)
         for (ll, greedy), (ll_alone, greedy_alone) in zip(together[0] + together[1], alone):
             assert abs(ll - ll_alone) < 1e-4 and greedy == greedy_alone
+
+
+def test_generation_with_a_tokenizer_without_a_pad_token(tiny_models, custom_tasks):
+    """Llama-2, Mistral and Llama-3 tokenizers have no pad token: padded generation batches still run, and the pad
+    token merger picks is the one lm-eval's hf model picks."""
+    from lm_eval.models.huggingface import HFLM
+
+    from merger.evaluate.lm import MergerLM
+
+    model, tokenizer = load_model(tiny_models["a"], "cpu")
+    tokenizer.pad_token = None
+    assert tokenizer.pad_token_id is None
+    ours = agree(model, tokenizer, tasks=["my_gen"], include_path=[str(custom_tasks)], batch_size=4)
+    assert all(item.generation is not None for item in ours.items)
+    fresh = [load_model(tiny_models["a"], "cpu")[1] for _ in range(2)]
+    for t in fresh:
+        t.pad_token = None
+    assert (
+        MergerLM(model=model, tokenizer=fresh[0]).pad_id
+        == HFLM(pretrained=model, tokenizer=fresh[1]).tokenizer.pad_token_id
+    )
+
+
+def test_logits_only_at_the_wanted_positions(tiny_models):
+    """A 2-D boolean `logits_to_keep`: the vocabulary projection sees exactly the positions that score a
+    continuation token, row by row, and the log-likelihoods are those of scoring each request alone."""
+    from merger.evaluate.scoring import Encoded, score_items
+
+    model, _ = load_model(tiny_models["a"], "cpu")
+    rows = []
+    hook = model.lm_head.register_forward_hook(lambda module, args, out: rows.append(args[0].shape[0]))
+    items = [
+        [Encoded(inp=[1, 5, 9, 12, 3], cont=[3, 4], ctx_len=4), Encoded(inp=[1, 5, 9, 12], cont=[8], ctx_len=4)],
+        [Encoded(inp=[4, 5, 6, 7, 2, 2], cont=[6, 7, 2, 2, 9], ctx_len=2)],
+    ]
+    together = score_items(model, items, 0, 10_000)
+    assert rows == [2 + 5], "one forward; the 7 positions that predict a continuation token (the last shared one once)"
+    hook.remove()
+    alone = [score_items(model, [[r]], 0, 1)[0][0] for item in items for r in item]
+    assert all(abs(a[0] - b[0]) < 1e-5 for a, b in zip(together[0] + together[1], alone))
+
+
+def test_out_of_memory_halves_the_batch_then_is_one_line(tiny_models, monkeypatch):
+    import torch
+
+    from merger.core.errors import UserError
+    from merger.evaluate import scoring
+    from merger.evaluate.scoring import Encoded, score_items
+
+    model, _ = load_model(tiny_models["a"], "cpu")
+    items = [[Encoded(inp=[1, 5, 9, k], cont=[k], ctx_len=4)] for k in range(3, 11)]
+    expected = score_items(model, items, 0, 10_000)
+    real, sizes = scoring.score_group, []
+
+    def only_one_item_fits(model, batch, prefixes, pad_id):
+        sizes.append(len(batch))
+        if len(batch) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return real(model, batch, prefixes, pad_id)
+
+    monkeypatch.setattr(scoring, "score_group", only_one_item_fits)
+    halved = score_items(model, items, 0, 10_000)
+    assert [[round(ll, 4) for ll, _ in item] for item in halved] == [[round(ll, 4) for ll, _ in e] for e in expected]
+    assert sizes == [8, 4, 2, 2, 4, 2, 2], "halved until it fits, nothing lost or scored twice"
+
+    def nothing_fits(model, batch, prefixes, pad_id):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(scoring, "score_group", nothing_fits)
+    with pytest.raises(UserError, match="one item of 4 tokens does not fit on the GPU even alone"):
+        score_items(model, items, 0, 10_000)
+
+
+def test_generation_out_of_memory_halves_then_is_one_line(tiny_models, custom_tasks, monkeypatch):
+    import torch
+
+    from merger.core.errors import UserError
+
+    model, tokenizer = load_model(tiny_models["a"], "cpu")
+    settings = EvalSettings(tasks=["my_gen"], include_path=[str(custom_tasks)], batch_size=4)
+    expected = [
+        i.generation for i in evaluate(make_lm(settings, model, tokenizer), settings, show_progress=False).items
+    ]
+    real, rows = model.generate, []
+
+    def small_card(input_ids, **kwargs):
+        rows.append(input_ids.shape[0])
+        if input_ids.shape[0] > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return real(input_ids=input_ids, **kwargs)
+
+    monkeypatch.setattr(model, "generate", small_card)
+    found = [i.generation for i in evaluate(make_lm(settings, model, tokenizer), settings, show_progress=False).items]
+    assert found == expected and max(rows) == 4 and rows.count(1) == 6
+    monkeypatch.setattr(model, "generate", lambda **kwargs: (_ for _ in ()).throw(torch.OutOfMemoryError("OOM")))
+    with pytest.raises(UserError, match="does not fit on the GPU even alone.*max_gen_toks"):
+        evaluate(make_lm(settings, model, tokenizer), settings, show_progress=False)

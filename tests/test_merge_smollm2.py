@@ -135,3 +135,30 @@ def test_killed_merge_leaves_no_output(tmp_path, smollm2):
     subprocess.run(cmd, check=True, capture_output=True)
     assert (out / "model.safetensors.index.json").exists()
     assert not list(tmp_path.glob(".out.tmp-*"))
+
+
+def test_a_preserving_up_scale_of_smollm2_computes_what_smollm2_computes(smollm2, tmp_path):
+    """`depth_upscale.preserve`: 30 -> 44 layers whose repeated ones start as identities; on 32 held-out texts the
+    up-scaled model's logits equal SmolLM2's within 1e-3 (a plain up-scale's do not)."""
+    import json
+
+    from conftest import EVALDATA
+
+    from merger.config.recipe import expand
+    from merger.merge.run import merge_in_memory
+
+    texts = [json.loads(line)["text"][:300] for line in (EVALDATA / "text" / "heldout.jsonl").open()][:32]
+    tokenizer = AutoTokenizer.from_pretrained(smollm2)
+    batch = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=64)
+    with torch.inference_mode():
+        source = AutoModelForCausalLM.from_pretrained(smollm2, dtype=torch.float32).eval()
+        expected = source(**batch).logits
+        for preserve in (True, False):
+            recipe = tmp_path / f"dus-{preserve}.yaml"
+            dus = {"model": str(smollm2), "overlap": 8, "dtype": "float32", "preserve": preserve}
+            recipe.write_text(yaml.safe_dump({"depth_upscale": dus}))
+            [candidate] = expand(recipe)
+            model = merge_in_memory(candidate, device="cpu", digest=False).model
+            assert model.config.num_hidden_layers == 44
+            largest = (model(**batch).logits - expected).abs()[batch["attention_mask"].bool()].max().item()
+            assert (largest < 1e-3) is preserve, largest

@@ -115,3 +115,28 @@ def test_bad_sweep_paths(tmp_path, tiny_models, axis, message):
     with pytest.raises(UserError) as info:
         expand(write(tmp_path, recipe))
     assert message in str(info.value) and f"sweep.{axis}" in str(info.value)
+
+
+def test_a_preserving_up_scale_computes_what_its_source_computes(tmp_path, tiny_models):
+    """`preserve: true`: the repeated layers start with zeroed output projections, so the up-scaled model's logits
+    are the source's; the plain up-scale's are not; mergekit's own run on the resolved config gives the same tensors."""
+    import torch
+    from mergekit.config import MergeConfiguration
+    from mergekit.merge import MergeOptions, run_merge
+    from transformers import AutoModelForCausalLM
+
+    from merger.merge.run import folder_digest, merge_in_memory, merge_to_disk
+
+    source = AutoModelForCausalLM.from_pretrained(tiny_models["a"], dtype=torch.float32).eval()
+    ids = torch.randint(3, 250, (4, 24), generator=torch.Generator().manual_seed(0))
+    expected = source(input_ids=ids).logits
+    for preserve, same in ((True, True), (False, False)):
+        dus = {"model": str(tiny_models["a"]), "overlap": 1, "dtype": "float32", "preserve": preserve}
+        [c] = expand(write(tmp_path, {"depth_upscale": dus}, f"dus-{preserve}.yaml"))
+        model = merge_in_memory(c, device="cpu", digest=False).model
+        assert model.config.num_hidden_layers == 6
+        with torch.no_grad():
+            assert torch.allclose(model(input_ids=ids).logits, expected, atol=1e-5) is same
+    merge_to_disk(c := expand(tmp_path / "dus-True.yaml")[0], tmp_path / "ours", device="cpu", quiet=True)
+    run_merge(MergeConfiguration.model_validate(c.merge), str(tmp_path / "theirs"), MergeOptions(random_seed=0))
+    assert folder_digest(tmp_path / "ours") == folder_digest(tmp_path / "theirs")

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from merger.cli import app
 from merger.config.recipe import point, search_space
 from merger.sweep.journal import Journal
+from merger.sweep.racing import Racing
 from merger.sweep.strategies import search
 
 pytest.importorskip("optuna")
@@ -82,16 +83,17 @@ def test_bad_spaces_are_one_line(tiny_models, tmp_path, space, message):
 @pytest.mark.parametrize("pruner", ["paired", "halving"])
 def test_racing_stops_a_clearly_worse_trial_early(tiny_models, tmp_path, pruner):
     """Trials whose point is on the wrong side score 0 on every item, the others 1: once a trial has been scored on
-    every item, a clearly worse one is stopped after its first slice and the items it did not need are counted."""
+    every item, a clearly worse one is stopped as soon as the anytime-valid test can tell (23 items at 95% shared by
+    7 comparisons with 8 trials: after the 32-item slice), and the items it did not need are counted."""
     path = search_recipe(
         tiny_models, tmp_path, space={"merge.parameters.t.1.value": {"low": 0.0, "high": 1.0}}, trials=8, min_items=4
     )
-    path.write_text(path.read_text().replace("limit: 8", "limit: 32"))
+    path.write_text(path.read_text().replace("limit: 8", "limit: 64"))
     reached: dict[str, int] = {}
     good: dict[str, bool] = {}
 
     def values(cid, below):
-        n = min(reached.get(cid, 0), below if below is not None else 32)
+        n = min(reached.get(cid, 0), below if below is not None else 64)
         return {"task": {f"{i:03d}": float(good[cid]) for i in range(n)}} if n else {}
 
     def propose(params):
@@ -105,7 +107,8 @@ def test_racing_stops_a_clearly_worse_trial_early(tiny_models, tmp_path, pruner)
         {"trials": 8, "seed": 5, "sampler": "random", "min_items": 4, "pruner": pruner, "space": search_space(path)}
     )
     journal = Journal(tmp_path / "journal")
-    strategy = search.Search(settings, search_space(path), 32, "mean", propose, values, journal)
+    racing = Racing("mean", 0.95, 1.0, settings.trials)
+    strategy = search.Search(settings, search_space(path), 64, "mean", propose, values, journal, racing)
     while not strategy.finished():
         for goal in strategy.ask(1):
             reached[goal.cid] = goal.offset + goal.limit
@@ -113,13 +116,13 @@ def test_racing_stops_a_clearly_worse_trial_early(tiny_models, tmp_path, pruner)
     summary = strategy.summary()
     rows = journal.trials()
     assert summary.trials == 8 and len(rows) == 8
-    assert summary.items_saved == sum(32 - r.items for r in rows)
+    assert summary.items_saved == sum(64 - r.items for r in rows)
     assert all(good[r.candidate] for r in rows if r.state == "complete"), "no worse trial runs to the end..."
-    assert summary.pruned and all(not good[r.candidate] and r.items < 32 for r in rows if r.state == "pruned")
-    if pruner == "paired":  # ... and once a trial has run to the end, a worse one stops after its first slice
+    assert summary.pruned and all(not good[r.candidate] and r.items < 64 for r in rows if r.state == "pruned")
+    if pruner == "paired":  # ... and once a trial has run to the end, a worse one stops as soon as it can be told
         leader_at = next(i for i, r in enumerate(rows) if r.state == "complete")
         later_bad = [r for r in rows[leader_at + 1 :] if not good[r.candidate]]
-        assert later_bad and all(r.state == "pruned" and r.items == 4 for r in later_bad)
+        assert later_bad and all(r.state == "pruned" and r.items == 32 for r in later_bad)
     journal.close()
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from merger.config.recipe import SelectSettings
 from merger.sweep import strategies
+from merger.sweep.racing import racing_for
 
 
 def simulate(scores: dict[str, list[float]], select: SelectSettings, limit: int, workers: int, seed: int):
@@ -17,7 +18,7 @@ def simulate(scores: dict[str, list[float]], select: SelectSettings, limit: int,
         n = min(reached[cid], below if below is not None else limit)
         return {"task": {f"{i:03d}": scores[cid][i] for i in range(n)}} if n else {}
 
-    strategy = strategies.make(list(scores), select, limit, values)
+    strategy = strategies.make(list(scores), select, limit, values, racing_for(select, len(scores)))
     rng, pending, running, speculative = random.Random(seed), [], [], 0
     while True:
         pending += strategy.ask(workers - len(running) - len(pending))
@@ -52,7 +53,8 @@ def test_idle_workers_promote_early():
     """With half of the first rung in, an idle worker scores the better half of it on the next rung at once."""
     scored = {"a": 1.0, "b": 0.0}
     values = lambda cid, below: {"t": {str(i): scored[cid] for i in range(4)}} if cid in scored else {}  # noqa: E731
-    strategy = strategies.make(list("abcd"), SelectSettings(strategy="halving", min_items=4, eta=2), 16, values)
+    select = SelectSettings(strategy="halving", min_items=4, eta=2)
+    strategy = strategies.make(list("abcd"), select, 16, values, racing_for(select, 4))
     first = strategy.ask(4)
     assert [(g.cid, g.offset, g.limit) for g in first] == [(c, 0, 4) for c in "abcd"]
     assert strategy.ask(1) == [], "busy workers: nothing early"
@@ -63,7 +65,8 @@ def test_idle_workers_promote_early():
 
 
 def test_grid_asks_for_everything_once():
-    strategy = strategies.make(["a", "b"], SelectSettings(), 10, lambda cid, below: {})
+    select = SelectSettings()
+    strategy = strategies.make(["a", "b"], select, 10, lambda cid, below: {}, racing_for(select, 2))
     goals = strategy.ask(0)
     assert [(g.cid, g.offset, g.limit) for g in goals] == [("a", 0, 10), ("b", 0, 10)] and strategy.ask(5) == []
     for g in goals:

@@ -67,18 +67,20 @@ def test_grid_sweep_resumes_without_redoing(tiny_models, tmp_path):
             4,
             [0.0, 0.5, 1.0],
             eval={"tasks": ["merger_arithmetic"], "limit": 10},
-            select={"keep": 2, "report_items": 6},
+            select={"keep": 2, "report_items": 6, "signal": "auto"},
         ),
     )
     out = tmp_path / "sweep"
-    sweep(recipe, "--out", out)
+    result = sweep(recipe, "--out", out)
+    assert "(by prob" in result.output and ("best " in result.output or "undecided" in result.output)
     first = stages(out)
     assert all(status == "done" and runs == 1 for status, runs in first.values())
     rows = json.loads((out / "leaderboard.json").read_text())
     assert len(rows) == 3 and {"id", "recipe", "params", "score", "ci", "tied_with_best", "tasks"} <= set(rows[0])
     assert rows[0]["ci"][0] <= rows[0]["score"] <= rows[0]["ci"][1]
     assert rows[0]["reported"]["n_items"] == 6, "the winner is reported on items it was not selected on"
-    assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
+    assert [r["signal"] for r in rows] == sorted((r["signal"] for r in rows), reverse=True), "ranked by p_gold"
+    assert all(0 < r["signal"] < 1 for r in rows) and rows[0]["signal"] not in (r["score"] for r in rows)
     assert sorted(p.name for p in (out / "candidates").iterdir()) == sorted(r["id"] for r in rows[:2])
     assert (out / "best" / "model.safetensors").exists() and (out / "report.png").stat().st_size > 1000
     assert "Leaderboard" in (out / "leaderboard.md").read_text()
@@ -108,6 +110,21 @@ def test_grid_sweep_resumes_without_redoing(tiny_models, tmp_path):
     result = runner.invoke(app, ["report", str(out)])
     assert result.exit_code == 0, result.output + result.stderr
     assert (out / "leaderboard.md").exists()
+
+    # A sweep written before merger recorded signals: items without one, sweep.json without the new settings.
+    db = sqlite3.connect(out / "journal.sqlite")
+    db.execute("ALTER TABLE items DROP COLUMN signal")
+    db.commit()
+    db.close()
+    meta = json.loads((out / "sweep.json").read_text())
+    meta.pop("decision")
+    for key in ("race", "confidence", "delta"):
+        meta["select"].pop(key)
+    meta["select"]["signal"] = "auto"  # asked of a journal whose items have none: decided by the metric, said once
+    (out / "sweep.json").write_text(json.dumps(meta))
+    result = runner.invoke(app, ["report", str(out)])
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "(by metric" in result.output and result.output.count("no gold-choice probability") == 1
 
 
 def test_halving_promotes_the_best_fraction(tiny_models, tmp_path):
@@ -153,6 +170,33 @@ def test_dry_run_plans_without_work(tiny_models, tmp_path):
     result = sweep(recipe, "--out", tmp_path / "s", "--dry-run")
     assert "select: mean, grid, keep 1" in result.stdout and "memory" in result.stdout
     assert not (tmp_path / "s").exists()
+
+
+def test_one_yardstick_for_memory_and_disk(tiny_models, tmp_path):
+    """A float16 merge scored live and the same merge read from disk (as a refined or kept candidate is) are scored
+    in the same dtype, to the same log-likelihoods; the digest stays that of the merged float16 tensors."""
+    import torch
+
+    from merger.config.recipe import EvalSettings, expand
+    from merger.evaluate.evaluator import evaluate, make_lm
+    from merger.merge.run import folder_digest, merge_to_disk
+    from merger.sweep.jobs import live
+
+    data = slerp_recipe(tiny_models["a"], tiny_models["b"], 4, [0.3])
+    data["merge"]["dtype"] = "float16"
+    [candidate] = expand(write(tmp_path / "r.yaml", data))
+    merge_to_disk(candidate, tmp_path / "disk", device="cpu", quiet=True)
+    settings = EvalSettings(tasks=["merger_arithmetic"], limit=4)
+    scored = []
+    for folder in (None, tmp_path / "disk"):
+        model, tokenizer, digest = live(candidate, folder, "cpu", digest=True)
+        assert model.dtype == torch.float32
+        scored.append(
+            [i.lls for i in evaluate(make_lm(settings, model, tokenizer), settings, show_progress=False).items]
+        )
+        if folder is None:
+            assert digest == folder_digest(tmp_path / "disk")
+    assert scored[0] == scored[1]
 
 
 def test_in_memory_scores_equal_write_then_load(smollm2, smollm2_variant, tmp_path):
@@ -286,3 +330,19 @@ def test_smollm2_sweep_over_openllm_v1_and_a_v2_group(smollm2, smollm2_variant, 
     reported = board[0]["reported"]["tasks"]
     assert results["allenai/ai2_arc"]["metrics"][0]["value"] == round(reported["arc_challenge"] * 100, 2)
     assert results["SaylorTwift/bbh"]["metrics"][0]["value"] == round(reported["leaderboard_bbh"] * 100, 2)
+
+
+def test_a_unit_whose_worker_always_dies_stops_after_bounded_retries(tiny_models, tmp_path, monkeypatch):
+    from merger.sweep.executors.base import Lost
+    from merger.sweep.executors.local import LocalExecutor
+
+    def always_dies(self):
+        yield Lost(self.queue.popleft(), "w1", "killed by the host's OOM killer")
+
+    monkeypatch.setattr(LocalExecutor, "events", always_dies)
+    recipe = write(tmp_path / "r.yaml", slerp_recipe(tiny_models["a"], tiny_models["b"], 4, [0.5]))
+    result = runner.invoke(app, ["sweep", str(recipe), "--out", str(tmp_path / "s"), "--device", "cpu"])
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 2 and len(errors) == 1, result.output + result.stderr
+    assert "its worker died 3 times, the last time: killed by the host's OOM killer" in errors[0]
+    assert result.stderr.count("is leased again") == 2

@@ -34,16 +34,26 @@ class DepthUpscale(BaseModel):
     dtype: str | None = Field(None, description="mergekit's output dtype.")
     tokenizer_source: str | None = Field(None, description="mergekit's tokenizer_source.")
     chat_template: str | None = Field(None, description="mergekit's chat_template.")
+    preserve: bool = Field(
+        False,
+        description="Start the inserted layers as identities (LLaMA Pro's zeroed output projections, o_proj and "
+        "down_proj, through passthrough's scale): the up-scaled model computes what the source computes.",
+    )
 
     def to_mergekit(self, layers: int) -> dict[str, Any]:
-        """Passthrough slices [0, n-overlap] + [overlap, n]: SOLAR's 32 layers with overlap 8 give 48."""
-        config: dict[str, Any] = {
-            "merge_method": "passthrough",
-            "slices": [
-                {"sources": [{"model": self.model, "layer_range": [0, layers - self.overlap]}]},
-                {"sources": [{"model": self.model, "layer_range": [self.overlap, layers]}]},
-            ],
-        }
+        """Passthrough slices [0, n-overlap] + [overlap, n]: SOLAR's 32 layers with overlap 8 give 48. With
+        `preserve`, the second copy's repeated layers [overlap, n-overlap] get their output projections scaled to 0,
+        so each adds nothing to the residual stream: layers 0..n-1 run as in the source, with identities between."""
+        low, high = [0, layers - self.overlap], [self.overlap, layers]
+        slices = [{"sources": [{"model": self.model, "layer_range": r}]} for r in (low, high)]
+        if self.preserve:
+            zeroed = {
+                "scale": [{"filter": "o_proj", "value": 0.0}, {"filter": "down_proj", "value": 0.0}, {"value": 1.0}]
+            }
+            inserted = {"model": self.model, "layer_range": [self.overlap, layers - self.overlap], "parameters": zeroed}
+            slices[1:] = [{"sources": [inserted]}] if self.overlap < layers - self.overlap else []
+            slices.append({"sources": [{"model": self.model, "layer_range": [layers - self.overlap, layers]}]})
+        config: dict[str, Any] = {"merge_method": "passthrough", "slices": slices}
         for key in ("dtype", "tokenizer_source", "chat_template"):
             if getattr(self, key) is not None:
                 config[key] = getattr(self, key)
@@ -118,8 +128,33 @@ class SelectSettings(BaseModel):
         gt=0,
         description="Items, disjoint from the selection items, that the winner's published score is measured on.",
     )
-    min_items: int | None = Field(None, gt=0, description="Halving: items in the first rung.")
-    eta: int = Field(2, gt=1, description="Halving: keep 1/eta of the candidates per rung.")
+    min_items: int | None = Field(
+        None, gt=0, description="Racing and halving: items per task of the first slice (default: limit / eta^2)."
+    )
+    eta: int = Field(
+        2, gt=1, description="Each slice eta times the items of the last; halving keeps 1/eta of the candidates."
+    )
+    signal: Literal["metric", "prob", "auto"] = Field(
+        "metric",
+        description="What every paired decision (ties, racing, halving, search pruning) compares item by item: the "
+        "task's headline metric (the default: it picked within delta more often in merger's selection study), or the "
+        "gold choice's probability (prob; auto: where a task has one, else the metric). The leaderboard reports the "
+        "metric either way.",
+    )
+    race: bool = Field(
+        False,
+        description="Score in growing slices (min_items, eta times as many, ... up to eval.limit), stop a candidate "
+        "once it is shown worse than the leader, and stop the sweep once the leader is within delta of every other.",
+    )
+    confidence: float = Field(
+        0.95, gt=0, lt=1, description="How sure a race's claims must be, over all its comparisons and looks together."
+    )
+    delta: float = Field(
+        1.0,
+        ge=0,
+        description="The indifference zone, in points (hundredths) of the deciding signal: a leader within delta of "
+        "every other candidate ends the race.",
+    )
 
 
 class ExecuteSettings(BaseModel):
@@ -179,10 +214,9 @@ class SearchSettings(BaseModel):
     )
     pruner: Literal["paired", "halving", "none"] = Field(
         "paired",
-        description="Stop a trial early: paired, when a paired test says it is behind the leader at `confidence`; "
+        description="Stop a trial early: paired, once racing shows it worse than the leader (at select.confidence); "
         "halving, by Optuna's successive-halving pruner; none: every trial on every item.",
     )
-    confidence: float = Field(0.95, gt=0, lt=1, description="paired: how sure the test must be to stop a trial.")
     min_items: int | None = Field(
         None, gt=0, description="Items per task of a trial's first slice (default: eval.limit / eta^2)."
     )

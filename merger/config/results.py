@@ -150,8 +150,18 @@ class ItemRecord(BaseModel):
     task: str = Field(description="The task, group or tag it was scored for.")
     id: str = Field(description="Its id: the document index, prefixed by its task within a group (`task/index`).")
     doc_id: int = Field(description="The document's index in its task's split.")
+    position: int | None = Field(
+        None, description="Its place in the task's seeded item order: the first n positions are a seeded sample."
+    )
+    primary: str | None = Field(None, description="The task's headline metric (a key of `metrics`).")
     metrics: dict[str, float] = Field(default_factory=dict, description="Every metric, keyed `metric,filter`.")
     lls: list[float] | None = Field(None, description="Log-likelihood of each choice (log-likelihood tasks).")
+    gold: list[int] | None = Field(None, description="The gold choices' indices (multiple-choice tasks).")
+    signal: float | None = Field(
+        None,
+        description="The gold choices' probability over the choices, normalized as the headline metric orders them "
+        "(multiple-choice tasks with acc, acc_norm or acc_bytes); the continuous selection signal.",
+    )
     generation: str | None = Field(None, description="The generated text (generation tasks).")
 
 
@@ -236,9 +246,44 @@ class SweepMeta(BaseModel):
     search: SearchSummary | None = Field(None, description="The search, when the sweep was one.")
     counted: dict[str, int | None] = Field(
         default_factory=dict,
-        description="Candidate id -> how many leading selection items of each task its rank counts (halving: up to "
-        "the rung it was decided into; none given: all).",
+        description="Candidate id -> how many leading selection items of each task its rank counts (racing and "
+        "halving: up to the slice it was decided into; none given: all).",
     )
+    decision: Decision | None = Field(None, description="How the selection ended.")
+
+
+class Decision(BaseModel):
+    """How a sweep's selection ended, in the deciding signal: the leaderboard's decision line."""
+
+    winner: str = Field(description="The candidate kept as best.")
+    signal: str = Field(description="What decided: metric, or prob (the gold choice's probability).")
+    fallback: list[str] = Field(default_factory=list, description="Tasks read by their metric for lack of the signal.")
+    settled: bool = Field(description="The winner is within delta of every candidate still in the race, at confidence.")
+    delta: float = Field(description="The indifference zone, in points of the deciding signal.")
+    confidence: float = Field(description="Confidence of the race's claims, over all comparisons and looks.")
+    finalists: list[str] = Field(description="Candidates scored on the most items (the race's last look).")
+    within: list[str] = Field(description="Finalists not shown worse than the winner (the winner included).")
+    items_scored: int = Field(description="Selection item evaluations made (every candidate and task).")
+    budget: int | None = Field(None, description="Candidates x eval.limit x tasks: every candidate on every item.")
+
+    def line(self) -> str:
+        """One line: what was decided, how sure, at what cost."""
+        how = f"by {self.signal}" + (f" ({', '.join(self.fallback)} by metric)" if self.fallback else "")
+        spent = f", {self.items_scored / self.budget:.0%} of the budget spent" if self.budget else ""
+        sure = f"{self.confidence:.0%} confidence"
+        if len(self.finalists) == 1:
+            return f"best {self.winner}: the one candidate scored on the most items ({how}{spent})"
+        if self.settled and len(self.within) <= 1:
+            return f"best {self.winner}: every other candidate shown worse at {sure} ({how}{spent})"
+        if self.settled:
+            return (
+                f"best {self.winner}: within {self.delta:g} point{'s' * (self.delta != 1)} of every other candidate "
+                f"at {sure} ({how}{spent})"
+            )
+        return (
+            f"undecided at the budget: {len(self.within)} candidates within the interval, best by score "
+            f"{self.winner} ({how}, {sure}{spent})"
+        )
 
 
 class Reported(BaseModel):
@@ -255,10 +300,15 @@ class LeaderboardRow(BaseModel):
     id: str = Field(description="Candidate id.")
     recipe: str = Field(description="Its recipe file.")
     params: dict[str, Any] = Field(description="Its sweep point.")
-    score: float = Field(description="The selection metric on the selection items.")
+    score: float = Field(description="The headline metric on the selection items (mean over tasks, or one task's).")
     ci: tuple[float, float] = Field(description="Bootstrap 95% confidence interval of the score.")
-    tied_with_best: bool = Field(description="No significant difference from the best (paired bootstrap).")
-    p_vs_best: float = Field(description="Two-sided paired bootstrap p-value against the best.")
+    signal: float | None = Field(None, description="The deciding signal's score (the metric's, or the mean p_gold).")
+    gap: tuple[float, float] | None = Field(
+        None,
+        description="Anytime-valid bounds on this candidate's signal score minus the best's, on the items both have, "
+        "at select.confidence (shared by the best's comparisons with the others).",
+    )
+    tied_with_best: bool = Field(description="Not shown worse than the best (its gap's upper bound is not below 0).")
     tasks: dict[str, float] = Field(description="Task -> mean on the selection items.")
     n_items: int = Field(description="Selection items scored.")
     reported: Reported | None = Field(None, description="The winner's score on disjoint report items.")
@@ -323,6 +373,7 @@ class ItemRow(BaseModel):
     item: str = Field(description="Item id.")
     position: int = Field(description="Its place in its task's seeded item order (0 is the first item).")
     value: float = Field(description="Its headline metric.")
+    signal: float | None = Field(None, description=ItemRecord.model_fields["signal"].description)
     record: ItemRecord = Field(description="Everything measured on it.")
 
 

@@ -19,9 +19,12 @@ def resolve_device(device: str) -> str:
 
 
 def compute_dtype(device: str):
-    """float32 on a CPU (exact, and CPUs are rarely faster in half precision); bf16 on GPUs that have it."""
+    """float32 on a CPU (exact, and CPUs are rarely faster in half precision); bf16 on GPUs that have it natively
+    (Ampere, compute capability 8.0, and later: `torch.cuda.is_bf16_supported()` also counts emulation, which T4,
+    V100, 2080 Ti and P40 would run without tensor cores, and SDPA's memory-efficient kernel refuses bf16 below
+    8.0), else float16 (trained with loss scaling)."""
     import torch
 
     if device == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if torch.cuda.get_device_capability() >= (8, 0) else torch.float16
     return torch.float32

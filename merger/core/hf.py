@@ -70,6 +70,19 @@ def _card_parts(card: Path) -> tuple[str | None, str]:
     return parts[1], parts[2].strip() if len(parts) == 3 else text.strip()
 
 
+def parameter_count(folder: Path) -> int:
+    """Parameters in a folder's safetensors files, from their headers (no weights read)."""
+    from safetensors import safe_open
+
+    total = 0
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        with safe_open(path, framework="pt") as handle:
+            for name in handle.keys():
+                shape = handle.get_slice(name).get_shape()
+                total += functools.reduce(lambda a, b: a * b, shape, 1)
+    return total
+
+
 def front_matter(card: Path) -> dict[str, Any]:
     """The YAML front matter of a model card (README.md); {} when there is none or it is not YAML."""
     meta, _ = _card_parts(card)

@@ -7,6 +7,7 @@ appears only when the merged model is complete, with `merger_dpo.json` (`DPORun`
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -73,6 +74,27 @@ def _inherit_card(model_dir: Path, out: Path) -> None:
     )
 
 
+def check_fits(model_dir: Path, settings: DPOSettings, dtype) -> None:
+    """One line, before any loading, when the weights cannot fit the GPU as asked: LoRA holds the weights once in
+    the compute dtype (QLoRA a quarter of that), full fine-tuning about four times (weights, gradients, Adam)."""
+    import torch
+
+    from merger.core.hf import parameter_count
+
+    size = parameter_count(model_dir) * torch.finfo(dtype).bits // 8
+    need = size // 4 if settings.qlora else (4 * size if settings.full else size)
+    free, total = torch.cuda.mem_get_info()
+    if need > free:
+        hint = "use --qlora (4-bit weights)" if not settings.qlora else "use a GPU with more memory"
+        raise UserError.one(
+            str(model_dir),
+            "",
+            f"{'full fine-tuning' if settings.full else 'QLoRA' if settings.qlora else 'LoRA'} needs about "
+            f"{need / 2**30:.1f} GiB for the weights alone, {free / 2**30:.1f} of {total / 2**30:.1f} GiB are free; "
+            + hint,
+        )
+
+
 def run_dpo(
     model_dir: Path,
     settings: DPOSettings,
@@ -93,8 +115,13 @@ def run_dpo(
     require_model_folder(model_dir)
     ensure_target_free(out, force)
     device = resolve_device(device)
+    if settings.qlora and importlib.util.find_spec("bitsandbytes") is None:
+        raise UserError.one("dpo", "qlora", "4-bit QLoRA needs bitsandbytes: pip install 'merger[qlora]'")
     if settings.qlora and (device != "cuda" or settings.full):
         raise UserError.one("dpo", "qlora", "4-bit QLoRA needs a CUDA device and LoRA (not --full)")
+    dtype = compute_dtype(device)
+    if device == "cuda":
+        check_fits(model_dir, settings, dtype)
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if not tokenizer.chat_template:
@@ -103,13 +130,16 @@ def run_dpo(
     work = _work_dir(out, model_dir, settings, data.fingerprint)
     work.mkdir(parents=True, exist_ok=True)
 
-    dtype = compute_dtype(device)
     quantization = None
     if settings.qlora:
         from transformers import BitsAndBytesConfig
 
         quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, quantization_config=quantization)
+    # fp16 (a GPU without native bf16) trains with loss scaling: full fine-tuning keeps float32 master weights
+    master = torch.float32 if settings.full and dtype == torch.float16 else dtype
+    model = AutoModelForCausalLM.from_pretrained(
+        model_dir, dtype=master, quantization_config=quantization, device_map={"": 0} if device == "cuda" else None
+    )
     peft_config = None
     if not settings.full:
         from peft import LoraConfig
@@ -141,8 +171,11 @@ def run_dpo(
         seed=settings.seed,
         use_cpu=device == "cpu",
         bf16=device == "cuda" and dtype == torch.bfloat16,
-        fp16=False,
+        fp16=device == "cuda" and dtype == torch.float16,
     )
+    if device == "cuda":  # one GPU per run: several visible ones would make the Trainer wrap it in DataParallel
+        _ = args.device
+        args._n_gpu = 1
     callbacks = [MetricsLog(work / "dpo_metrics.jsonl")] + ([RichProgress()] if show_progress else [])
     trainer = DPOTrainer(
         model=model,

@@ -25,21 +25,19 @@ from merger.core.device import resolve_device
 from merger.core.errors import UserError
 from merger.evaluate.mirror import data_dir, mirrored, require_splits
 from merger.evaluate.punkt import ensure_punkt_tab
+from merger.evaluate.signals import gold_indices, p_gold
 from merger.evaluate.tasks import PRESETS, PROTOCOLS, check_names, expand, task_manager
 
 BOOTSTRAP_ITERS = 1000  # lm-eval bootstraps the stderr of metrics whose aggregation is not a mean
 
 
 def sample_indices(n_items: int, limit: int | None, seed: int, offset: int = 0) -> list[int]:
-    """A seeded subset in item order: the same items for every model, so candidates compare item by item.
-
-    Items are taken from one seeded shuffle, so `offset` gives disjoint subsets (selection vs reporting) and
-    growing `limit` gives nested ones (successive halving scores only the new items).
-    """
-    if limit is None and offset == 0:
-        return list(range(n_items))
+    """Positions [offset, offset + limit) of one seeded shuffle of the items, in that order: the same items for
+    every model, so candidates compare item by item; `offset` gives disjoint subsets (selection vs reporting) and a
+    growing `limit` nested ones (racing scores only the new items). An item's place in this order is its position,
+    so the first n positions of a task are a seeded sample of it, however they were scored."""
     order = random.Random(seed).sample(range(n_items), n_items)
-    return sorted(order[offset : offset + limit if limit is not None else None])
+    return order[offset : offset + limit if limit is not None else None]
 
 
 def stderr(values: list[float]) -> float:
@@ -109,17 +107,22 @@ def _number(value: Any) -> float | None:
     return None
 
 
-def _items(name: str, leaves: list[str], samples: dict[str, list[dict]]) -> list[ItemRecord]:
+def _items(
+    name: str, tasks: dict[str, Any], samples: dict[str, list[dict]], primary: str, positions: dict[tuple, int]
+) -> list[ItemRecord]:
     """One record per document from lm-eval's logged samples (one sample per filter): every metric as
-    `metric,filter`, the choices' log-likelihoods or the generation."""
+    `metric,filter`, the choices' log-likelihoods or the generation, its position in the seeded order, and for a
+    multiple-choice document its gold choices and selection signal (`signals.py`), read from the document itself."""
     records: dict[tuple[str, int], ItemRecord] = {}
-    for leaf in leaves:
+    for leaf, task in tasks.items():
         for sample in samples.get(leaf, []):
             key = (leaf, int(sample["doc_id"]))
             record = records.get(key)
             if record is None:
-                item_id = str(sample["doc_id"]) if leaves == [name] else f"{leaf}/{sample['doc_id']}"
-                record = records[key] = ItemRecord(task=name, id=item_id, doc_id=int(sample["doc_id"]))
+                item_id = str(sample["doc_id"]) if list(tasks) == [name] else f"{leaf}/{sample['doc_id']}"
+                record = records[key] = ItemRecord(
+                    task=name, id=item_id, doc_id=key[1], position=positions.get(key), primary=primary
+                )
                 resps = sample.get("resps") or []
                 if resps and isinstance(resps[0][0], tuple | list):
                     record.lls = [float(r[0][0]) for r in resps]
@@ -127,11 +130,16 @@ def _items(name: str, leaves: list[str], samples: dict[str, list[dict]]) -> list
                     record.generation = resps[0][0]
                 elif resps and isinstance(resps[0][0], float):
                     record.lls = [float(r[0]) for r in resps]
+                if record.lls is not None and task.get_config("output_type") == "multiple_choice":
+                    choices = task.doc_to_choice(sample["doc"])
+                    record.gold = gold_indices(task, sample["doc"])
+                    if record.gold is not None:
+                        record.signal = p_gold(record.lls, choices, record.gold, primary)
             for metric in sample.get("metrics", []):
                 value = _number(sample.get(metric))
                 if value is not None:
                     record.metrics[f"{metric},{sample.get('filter', 'none')}"] = value
-    return list(records.values())
+    return sorted(records.values(), key=lambda r: (r.position is None, r.position or 0))
 
 
 def _aggregate(results: dict[str, dict], sizes: dict[str, int]) -> tuple[dict[str, float], dict[str, float]]:
@@ -202,7 +210,8 @@ def evaluate(
             tasks = loaded[name]
             pairs = [(leaf, i) for leaf, task in tasks.items() for i in range(len(task.eval_docs))]
             chosen = [pairs[i] for i in sample_indices(len(pairs), limit, settings.seed, offset)]
-            samples = {leaf: [i for t, i in chosen if t == leaf] for leaf in tasks}
+            positions = {pair: offset + k for k, pair in enumerate(chosen)}
+            samples = {leaf: sorted(i for t, i in chosen if t == leaf) for leaf in tasks}
             leaves = [leaf for leaf in tasks if samples[leaf]]
             if not leaves:
                 raise UserError.one(name, "limit", f"no items left to score (offset {offset} of {len(pairs)})")
@@ -223,8 +232,6 @@ def evaluate(
                 verbosity="ERROR",
             )
             seconds = time.perf_counter() - started
-            items = _items(name, leaves, out["samples"])
-            report.items += items
             sizes = {leaf: len(samples[leaf]) for leaf in leaves}
             if leaves == [name]:
                 result = out["results"][name]
@@ -240,6 +247,7 @@ def evaluate(
             preset, proto = protocol if protocol else (None, None)
             k = sorted(shots)[0]
             primary = proto.metric if proto and proto.metric in metrics else next(iter(metrics), "")
+            report.items += _items(name, {leaf: tasks[leaf] for leaf in leaves}, out["samples"], primary, positions)
             datasets_read = {(tasks[leaf].config.dataset_path, tasks[leaf].config.dataset_name) for leaf in leaves}
             report.tasks[name] = TaskScore(
                 metrics={k_: float(v) for k_, v in metrics.items()},

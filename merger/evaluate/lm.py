@@ -20,10 +20,24 @@ import torch
 from lm_eval import utils as lm_utils
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
-from lm_eval.models.utils import Collator, handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
+from lm_eval.models.utils import (
+    Collator,
+    configure_pad_token,
+    handle_stop_sequences,
+    normalize_gen_kwargs,
+    postprocess_generated_text,
+)
 from lm_eval.models.utils_hf import stop_sequences_criteria
 
-from merger.evaluate.scoring import Encoded, Encoder, model_max_length, score_items
+from merger.evaluate.scoring import (
+    Encoded,
+    Encoder,
+    model_max_length,
+    out_of_memory,
+    release,
+    score_items,
+    token_budget,
+)
 
 CPU_TOKEN_BUDGET = 1  # one item per batch: a CPU gains nothing from batching and pays for padding
 GPU_TOKEN_BUDGET = 65536
@@ -51,12 +65,13 @@ class MergerLM(LM):
             if pretrained is None:
                 raise ValueError("merger: give pretrained=DIR (a model folder) or a loaded model")
             model, tokenizer = load_model(pretrained, device or "auto")
-        self.model, self.tokenizer = model.eval(), tokenizer
+        self.model, self.tokenizer = model.eval(), configure_pad_token(tokenizer, model_config=model.config)
         self.max_length = int(max_length) if max_length else model_max_length(model, tokenizer)
         self.encoder = Encoder(tokenizer, self.max_length)
         self.batch_size = int(batch_size) if batch_size not in (None, "auto", "") else None
         self.max_gen_toks = int(max_gen_toks)
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        pad = self.tokenizer.pad_token_id  # lm-eval's choice when the tokenizer has none, as its hf model makes it
+        self.pad_id = pad if pad is not None and pad < model.get_input_embeddings().num_embeddings else 0
         self.advance: Callable[[int], None] = lambda n: None  # progress, per request answered
 
     @property
@@ -78,9 +93,12 @@ class MergerLM(LM):
         )
 
     def _budget(self, items: list[list[Encoded]]) -> int:
+        width = max(len(e.inp) for item in items for e in item)
         if self.batch_size:
-            return max(len(e.inp) for item in items for e in item) * self.batch_size
-        return GPU_TOKEN_BUDGET if self.device.type == "cuda" else CPU_TOKEN_BUDGET
+            return width * self.batch_size
+        if self.device.type != "cuda":
+            return CPU_TOKEN_BUDGET
+        return token_budget(self.model, width, GPU_TOKEN_BUDGET)
 
     def _score(self, groups: list[list[Encoded]], advance: Callable[[int], None]) -> list[list[tuple[float, bool]]]:
         return score_items(self.model, groups, self.pad_id, self._budget(groups), advance)
@@ -127,7 +145,9 @@ class MergerLM(LM):
     @torch.inference_mode()
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
         tokenizer = self.tokenizer
-        batch = self.batch_size or (GPU_GENERATE_BATCH if self.device.type == "cuda" else CPU_GENERATE_BATCH)
+        batch = self.batch_size or (
+            self._generate_batch(requests) if self.device.type == "cuda" else CPU_GENERATE_BATCH
+        )
         order = Collator(
             [r.args for r in requests],
             sort_fn=lambda req: (-len(self.encoder.encode(req[0])), req[0]),
@@ -141,31 +161,63 @@ class MergerLM(LM):
             kwargs = normalize_gen_kwargs(dict(all_kwargs[0]), self.max_gen_toks)
             until = handle_stop_sequences(kwargs.pop("until", None), eos=eos)
             max_gen_toks = kwargs.pop("max_gen_toks")
-            ids, mask = self._encode_left(list(contexts), self.max_length - max_gen_toks)
             kwargs.setdefault("temperature", 0.0)
             if kwargs["temperature"] == 0.0 and kwargs.get("do_sample") is None:
                 kwargs["do_sample"] = False
             if kwargs.get("do_sample") is False and kwargs["temperature"] == 0.0:
                 kwargs.pop("temperature")
-            out = self.model.generate(
-                input_ids=ids,
-                attention_mask=mask,
-                max_length=kwargs.pop("max_length", ids.shape[1] + max_gen_toks),
-                stopping_criteria=stop_sequences_criteria(tokenizer, until, ids.shape[1], ids.shape[0]),
-                pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
-                use_cache=True,
-                **kwargs,
-            )
-            for row, context, gen_kwargs in zip(out.tolist(), contexts, all_kwargs):
-                text = postprocess_generated_text(
-                    generation=tokenizer.decode(row[ids.shape[1] :], skip_special_tokens=True),
-                    stop=until,
-                    think_end_token=None,
-                )
+            for text, context, gen_kwargs in zip(
+                self._generate(list(contexts), until, max_gen_toks, kwargs), contexts, all_kwargs
+            ):
                 results.append(text)
                 self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)
                 self.advance(1)
         return order.get_original(results)
+
+    def _generate(self, contexts: list[str], until: list[str], max_gen_toks: int, kwargs: dict) -> list[str]:
+        """Greedy generations of one batch; a batch that runs out of GPU memory is halved and retried."""
+        ids, mask = self._encode_left(contexts, self.max_length - max_gen_toks)
+        try:
+            out = self.model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_length=kwargs.get("max_length", ids.shape[1] + max_gen_toks),
+                stopping_criteria=stop_sequences_criteria(self.tokenizer, until, ids.shape[1], ids.shape[0]),
+                pad_token_id=self.pad_id,
+                use_cache=True,
+                **{k: v for k, v in kwargs.items() if k != "max_length"},
+            )
+        except torch.OutOfMemoryError:
+            release()
+            if len(contexts) == 1:
+                raise out_of_memory(
+                    f"generating {max_gen_toks} tokens after {ids.shape[1]}", "lower max_gen_toks (--gen-kwargs)"
+                ) from None
+            half = len(contexts) // 2
+            return self._generate(contexts[:half], until, max_gen_toks, kwargs) + self._generate(
+                contexts[half:], until, max_gen_toks, kwargs
+            )
+        return [
+            postprocess_generated_text(
+                generation=self.tokenizer.decode(row[ids.shape[1] :], skip_special_tokens=True),
+                stop=until,
+                think_end_token=None,
+            )
+            for row in out.tolist()
+        ]
+
+    def _generate_batch(self, requests) -> int:
+        """Rows per generation batch that fit free GPU memory: each row's KV cache over its longest context plus
+        the tokens generated (Llama-2-7B: 0.5 MB a token), at most GPU_GENERATE_BATCH; OOM halves it further."""
+        config = self.model.get_text_config() if hasattr(self.model, "get_text_config") else self.model.config
+        heads = config.num_attention_heads
+        kv = getattr(config, "num_key_value_heads", None) or heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+        size = next(self.model.parameters()).element_size()
+        longest = min(self.max_length, max(len(self.encoder.encode(r.args[0])) for r in requests) + self.max_gen_toks)
+        per_row = 2 * config.num_hidden_layers * kv * head_dim * size * longest
+        free, _ = torch.cuda.mem_get_info(self.device)
+        return max(1, min(GPU_GENERATE_BATCH, int(0.5 * free / per_row)))
 
     def _encode_left(self, texts: list[str], max_context: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-padded, left-truncated context tokens, as lm-eval's hf model encodes a generation batch."""

@@ -97,9 +97,19 @@ def mirrored(root: Path | None) -> Iterator[None]:
 
     original = datasets.load_dataset
 
+    offline = any(
+        os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    )
+
     def load_dataset(path=None, name=None, *args, **kwargs):
         if isinstance(path, str) and "/" in path and (root / path).is_dir():
             return load_mirrored(root, path, name, original, kwargs.get("split"))
+        if offline and isinstance(path, str) and path.count("/") == 1 and not Path(path).exists():
+            raise UserError.one(
+                str(root / path / (name or "default")),
+                "",
+                f"{path} is not in the data dir, and the hub is offline: mirror it here as <split>.jsonl files",
+            )
         return original(path, name, *args, **kwargs)
 
     datasets.load_dataset = load_dataset

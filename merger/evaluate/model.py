@@ -15,5 +15,7 @@ def load_model(folder: str | Path, device: str = "auto"):
     folder = require_model_folder(Path(folder))
     device = resolve_device(device)
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=compute_dtype(device)).to(device).eval()
+    model = AutoModelForCausalLM.from_pretrained(  # straight onto the device: no second copy in host RAM
+        folder, dtype=compute_dtype(device), device_map=device, attn_implementation="sdpa"
+    ).eval()
     return model, tokenizer

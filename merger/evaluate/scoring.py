@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
+from merger.core.errors import UserError
+
 
 @dataclass
 class Encoded:
@@ -94,6 +96,8 @@ def _tree(items: list[list[Encoded]], prefixes: list[int], pad_id: int, dtype: t
         rows.append(row)
         starts.append(begins)
     width = max(len(row) for row in rows)
+    if torch.device(device).type == "cuda":
+        width = -(-width // 8) * 8  # a multiple of 8: tensor cores' tile
     ids = torch.full((len(items), width), pad_id, dtype=torch.long)
     positions = torch.zeros((len(items), width), dtype=torch.long)
     allowed = torch.zeros((len(items), width, width), dtype=torch.bool, device=device)  # built where it is used
@@ -133,20 +137,25 @@ def score_group(model, items: list[list[Encoded]], prefixes: list[int], pad_id: 
         ]
         for reqs, p, begins in zip(items, prefixes, starts)
     ]
-    keep = sorted({x for per_item in wanted for per_request in per_item for x in per_request})
-    column = {x: k for k, x in enumerate(keep)}
+    # Exactly each row's wanted positions (a 2-D boolean mask): logits come back flattened, row by row.
+    keep = torch.zeros(ids.shape, dtype=torch.bool)
+    for i, per_item in enumerate(wanted):
+        keep[i, [x for per_request in per_item for x in per_request]] = True
+    column, k = {}, 0
+    for i, x in keep.nonzero().tolist():
+        column[i, x], k = k, k + 1
     logits = model(
         input_ids=ids.to(device),
         attention_mask=mask,
         position_ids=positions.to(device),
         use_cache=False,
-        logits_to_keep=torch.tensor(keep, device=device),
+        logits_to_keep=keep.to(device),
     ).logits
     results: list[list[tuple[float, bool]]] = []
     for i, (reqs, per_item) in enumerate(zip(items, wanted)):
         results.append([])
         for r, per_request in zip(reqs, per_item):
-            logprobs = logits[i, [column[x] for x in per_request]].float().log_softmax(-1)
+            logprobs = logits[[column[i, x] for x in per_request]].float().log_softmax(-1)
             target = torch.tensor(r.cont, device=logprobs.device)
             ll = logprobs.gather(1, target.unsqueeze(1)).sum().item()
             results[i].append((ll, bool((logprobs.argmax(-1) == target).all())))
@@ -170,15 +179,62 @@ def batches(items: list[list[Encoded]], prefixes: list[int], token_budget: int) 
     return groups
 
 
+def out_of_memory(what: str, knob: str) -> UserError:
+    """One line for work that does not fit even alone: how much memory there was, and what to turn."""
+    free, total = torch.cuda.mem_get_info() if torch.cuda.is_available() else (0, 0)
+    return UserError.one(
+        "memory",
+        "",
+        f"{what} does not fit on the GPU even alone ({free / 2**30:.1f} of {total / 2**30:.1f} GiB free); {knob}",
+    )
+
+
+def release() -> None:
+    """Give the CUDA allocator's cached blocks back (after an out-of-memory error, and after every unit)."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def score_items(
     model, items: list[list[Encoded]], pad_id: int, token_budget: int, advance: Callable[[int], None] = lambda n: None
 ) -> list[list[tuple[float, bool]]]:
-    """(log-likelihood, is_greedy) per request per item, in the items' order."""
+    """(log-likelihood, is_greedy) per request per item, in the items' order. A batch that runs out of GPU memory
+    is halved and retried (as lm-eval's `auto` batch size backs off); an item that does not fit alone is one line."""
     results: list[list[tuple[float, bool]] | None] = [None] * len(items)
     prefixes = [shared_prefix(reqs) for reqs in items]
-    for group in batches(items, prefixes, token_budget):
-        scored_group = score_group(model, [items[i] for i in group], [prefixes[i] for i in group], pad_id)
+    todo = batches(items, prefixes, token_budget)
+    while todo:
+        group = todo.pop(0)
+        try:
+            scored_group = score_group(model, [items[i] for i in group], [prefixes[i] for i in group], pad_id)
+        except torch.OutOfMemoryError:
+            release()
+            if len(group) == 1:
+                width = prefixes[group[0]] + sum(len(r.inp) - prefixes[group[0]] for r in items[group[0]])
+                raise out_of_memory(
+                    f"one item of {width} tokens", "use fewer shots, a smaller model, or a GPU with more memory"
+                ) from None
+            todo[:0] = [group[: len(group) // 2], group[len(group) // 2 :]]
+            continue
         for index, scored in zip(group, scored_group):
             results[index] = scored
         advance(len(group))
     return results  # type: ignore[return-value]
+
+
+def token_budget(model, width: int, ceiling: int) -> int:
+    """Tokens per batch that fit the GPU's free memory: per token, one layer's activations (the residual stream,
+    attention projections and the MLP) and the tree mask and attention scores of its row (width x (2 + 4 x heads)
+    bytes: SDPA's kernels for arbitrary masks may materialize them). Over-estimates are halved away."""
+    config = model.get_text_config() if hasattr(model, "get_text_config") else model.config
+    hidden = config.hidden_size
+    heads = config.num_attention_heads
+    kv = getattr(config, "num_key_value_heads", None) or heads
+    intermediate = getattr(config, "intermediate_size", None) or 4 * hidden
+    size = next(model.parameters()).element_size()
+    per_token = size * (4 * hidden + 3 * intermediate + 2 * kv * hidden // heads) + width * (2 + 4 * heads)
+    free, _ = torch.cuda.mem_get_info(next(model.parameters()).device)
+    return max(width, min(ceiling, int(0.6 * free / per_token)))

@@ -1,16 +1,15 @@
 """Task names are lm-eval's: any task, group or tag it ships, the user's own task folders, and two presets.
 
-Only the folders a run needs are indexed: a name is looked up in a map of every name lm-eval's task YAMLs declare
-(built once per lm-eval version by reading the files as text, then cached), and lm-eval's `TaskManager` indexes just
-the top-level folders holding them, plus the user's `include_path` and merger's own task folder (~0.1 s instead of
-the ~17 s a full index takes).
+Only the folders a run needs are indexed: a name is looked up in a map of every name lm-eval lists (built once per
+lm-eval version from lm-eval's own task index, then cached), and lm-eval's `TaskManager` indexes just the top-level
+folders holding them, plus the user's `include_path` and merger's own task folder (~0.1 s instead of the ~17 s a
+full index takes).
 """
 
 from __future__ import annotations
 
 import difflib
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,52 +68,43 @@ def builtin_root() -> Path:
     return Path(lm_eval.__file__).parent / "tasks"
 
 
-_DECLARES = re.compile(r"^(task|group|tag):[ \t]*(.*)$")
-_ITEM = re.compile(r"^\s+-\s*['\"]?([^'\"\s#]+)")
+def _indexed(folders: list[Path]) -> dict:
+    """lm-eval's own index of task YAMLs (its `TaskIndex`, what `TaskManager` builds): name -> entry."""
+    from lm_eval.tasks._index import TaskIndex
+
+    return TaskIndex.build(folders)
 
 
-def _declared(text: str) -> list[str]:
-    """Names a task YAML declares under task:, group: or tag: (a scalar, a [list] or a block list)."""
-    names, block = [], False
-    for line in text.splitlines():
-        match = _DECLARES.match(line)
-        if match:
-            value = match.group(2).split("#")[0].strip()
-            block = match.group(1) == "tag" and not value
-            if value.startswith("["):
-                names += [v.strip(" '\"") for v in value.strip("[]").split(",") if v.strip()]
-            elif value and not value.startswith("!"):
-                names.append(value.strip("'\""))
-        elif block and (item := _ITEM.match(line)):
-            names.append(item.group(1))
-        elif line and not line[0].isspace():
-            block = False
-    return names
+def _top(path: Path | None, root: Path) -> str | None:
+    if path is None:
+        return None
+    parts = Path(path).relative_to(root).parts
+    return "" if len(parts) == 1 else parts[0]
 
 
 def name_index() -> dict[str, list[str]]:
-    """Every task, group and tag name lm-eval declares -> the top-level task folders declaring it (cached)."""
+    """Every task, group and tag name lm-eval lists -> the top-level task folders holding it (a tag: those of its
+    tasks). Built once per lm-eval version from lm-eval's own index (~17 s), then cached."""
     import lm_eval
 
     version = getattr(lm_eval, "__version__", "unknown")
-    cached = cache_root() / "lm-eval" / f"names-{version}.json"
+    cached = cache_root() / "lm-eval" / f"index-{version}.json"
     if cached.is_file():
         return json.loads(cached.read_text())
     root = builtin_root()
-    index: dict[str, set[str]] = {}
-    for path in root.rglob("*.yaml"):
-        top = path.relative_to(root).parts[0]
-        if top.endswith(".yaml"):
-            top = ""
-        for name in _declared(path.read_text(encoding="utf-8", errors="ignore")):
-            index.setdefault(name, set()).add(top)
+    entries = _indexed([root])
+    index = {name: {_top(e.yaml_path, root)} - {None} for name, e in entries.items()}
+    for name, e in entries.items():
+        if e.yaml_path is None:  # a tag: the folders of its tasks
+            index[name] = {f for task in e.tags for f in index.get(task, ())}
     result = {name: sorted(folders) for name, folders in index.items()}
     atomic_write(cached, json.dumps(result))
     return result
 
 
 def own_names(paths: list[Path]) -> set[str]:
-    return {n for folder in paths for p in folder.rglob("*.yaml") for n in _declared(p.read_text(errors="ignore"))}
+    """The task, group and tag names in the user's task folders (and merger's), as lm-eval indexes them."""
+    return set(_indexed(paths))
 
 
 def include_paths(include_path: list[str], file: str = "--include-path", field: str = "") -> list[Path]:

@@ -141,6 +141,7 @@ def merge_in_memory(
     so the return tasks are built with `model_construct`, which skips only that check. The steps and the seed are
     `run_merge`'s, so the tensors are bit-identical to `mergekit-yaml`'s output, randomized methods included.
     """
+    from accelerate import init_empty_weights
     from mergekit.architecture import get_architecture_info
     from mergekit.config import MergeConfiguration
     from mergekit.graph import Executor
@@ -148,7 +149,6 @@ def merge_in_memory(
     from mergekit.merge import _model_out_config
     from mergekit.plan import MergePlanner
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.initialization import no_init_weights
     from transformers.trainer_utils import set_seed
 
     if not in_memory_supported(candidate):
@@ -169,13 +169,17 @@ def merge_in_memory(
         for w, t in planner._tensors
     ]
     tensors = {}
-    for task, value in Executor(targets=targets, math_device=options.device, storage_device="cpu").run(quiet=True):
+    # kept where they are computed: on a GPU box the merged model never stages in host RAM
+    executor = Executor(targets=targets, math_device=options.device, storage_device=options.device)
+    for task, value in executor.run(quiet=True):
         if isinstance(task, ReturnTensor):
             tensors[task.weight_info.name] = value.contiguous()
     fingerprint = tensor_digest(tensors) if digest else None
     dtype = next(iter(tensors.values())).dtype
-    with no_init_weights():  # every weight is overwritten below; random init would only cost time
-        model = AutoModelForCausalLM.from_config(out_config, dtype=dtype, trust_remote_code=options.trust_remote_code)
+    with init_empty_weights(include_buffers=False):  # weights on `meta`: each is assigned its merged tensor below
+        model = AutoModelForCausalLM.from_config(
+            out_config, dtype=dtype, trust_remote_code=options.trust_remote_code, attn_implementation="sdpa"
+        )
     missing, unexpected = model.load_state_dict(tensors, strict=False, assign=True)
     if (
         unexpected

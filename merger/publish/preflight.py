@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from merger.core.device import compute_dtype, resolve_device
 from merger.core.hf import front_matter, inspect_model, pickled_files, require_model_folder
 from merger.publish.card import inputs_of
 
@@ -84,7 +85,10 @@ def run_checks(model_dir: Path) -> list[Check]:
     model = None
     if safe:
         try:
-            model = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=False, dtype=torch.float32)
+            device = resolve_device("auto")  # on a GPU box, on the GPU in its compute dtype (not 4 bytes a weight)
+            model = AutoModelForCausalLM.from_pretrained(
+                model_dir, trust_remote_code=False, dtype=compute_dtype(device), device_map=device
+            )
             add("loads without trust_remote_code", True, type(model).__name__)
         except Exception as exc:  # any load failure is the finding itself
             add("loads without trust_remote_code", False, str(exc).splitlines()[0][:200])
@@ -158,12 +162,12 @@ def run_checks(model_dir: Path) -> list[Check]:
             )["input_ids"]
             with torch.inference_mode():
                 out = model.generate(
-                    ids,
+                    ids.to(model.device),
                     max_new_tokens=MAX_NEW_TOKENS,
                     do_sample=False,
                     pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
                 )
-            new = out[0, ids.shape[1] :]
+            new = out[0, ids.shape[1] :].cpu()
             ended = tokenizer.eos_token_id in new.tolist()
             reason = degenerate(tokenizer.decode(new, skip_special_tokens=True), ended)
             if reason:

@@ -16,11 +16,13 @@ from typing import Any, Literal
 from merger.config.dpo import DPOSettings
 from merger.config.recipe import Candidate, EvalSettings
 from merger.config.results import DPORun, EvalSummary, ItemRow, TaskResult, TaskScore
+from merger.core.device import compute_dtype, resolve_device
 from merger.core.errors import UserError
 from merger.dpo.train import run_dpo
 from merger.evaluate.documents import reference_texts
 from merger.evaluate.evaluator import evaluate, make_lm, stderr
 from merger.evaluate.model import load_model
+from merger.evaluate.scoring import release
 from merger.merge.run import folder_digest, merge_in_memory, merge_to_disk
 from merger.sweep.plan import check_disk
 
@@ -56,10 +58,14 @@ def live(
     candidate: Candidate, folder: Path | None, device: str, lora_merge_cache: Path | None = None, digest: bool = False
 ):
     """(model, tokenizer, digest): loaded from `folder` when the candidate is on disk (no digest), else merged in
-    memory (with the digest of the tensors scored, when asked for)."""
+    memory (with the digest of the merged tensors, when asked for). Either way in the device's compute dtype, so
+    every candidate of a sweep is scored alike (a float16 merge and a refined candidate read from disk alike)."""
     if folder is not None:
         return (*load_model(folder, device), None)
-    return merge_in_memory(candidate, device=device, lora_merge_cache=lora_merge_cache, digest=digest)
+    model, tokenizer, fingerprint = merge_in_memory(
+        candidate, device=device, lora_merge_cache=lora_merge_cache, digest=digest
+    )
+    return model.to(compute_dtype(resolve_device(device))), tokenizer, fingerprint
 
 
 def score(
@@ -78,15 +84,18 @@ def score(
     model, tokenizer, digest = live(candidate, folder, device, lora_merge_cache, digest)
     lm = make_lm(settings, model=model, tokenizer=tokenizer)
     report = evaluate(lm, settings, limit=limit, offset=offset)
-    items, seen = [], {}
-    for item in report.items:
-        seen[item.task] = seen.get(item.task, -1) + 1
-        value = item.metrics[report.tasks[item.task].primary]
-        items.append(
-            ItemRow(
-                split=split, task=item.task, item=item.id, position=offset + seen[item.task], value=value, record=item
-            )
+    items = [
+        ItemRow(
+            split=split,
+            task=item.task,
+            item=item.id,
+            position=item.position,
+            value=item.metrics[report.tasks[item.task].primary],
+            signal=item.signal,
+            record=item,
         )
+        for item in report.items
+    ]
     return report.summary(), items, digest
 
 
@@ -132,7 +141,15 @@ class Outcome:
 
 
 def perform(unit: Unit, device: str, lora_merge_cache: Path | None = None) -> Outcome:
-    """Do a unit, on whatever process or machine it was sent to."""
+    """Do a unit, on whatever process or machine it was sent to; its GPU memory is given back when it ends (a
+    trainer's reference cycles would otherwise keep it from the next unit)."""
+    try:
+        return _perform(unit, device, lora_merge_cache)
+    finally:
+        release()
+
+
+def _perform(unit: Unit, device: str, lora_merge_cache: Path | None) -> Outcome:
     c = unit.candidate
     if unit.job == "merge":
         return Outcome({}, materialize(c, unit.folder, device, lora_merge_cache))

@@ -12,14 +12,13 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
 from merger.config.recipe import Candidate
-from merger.config.results import CandidateRow, ItemRow, StageRow, TrialRow
+from merger.config.results import CandidateRow, EvalSummary, ItemRow, StageRow, TrialRow
 from merger.core.errors import UserError
 
 FILES = ("journal.sqlite", "journal.sqlite-wal", "journal.sqlite-shm")
@@ -37,7 +36,7 @@ CREATE TABLE IF NOT EXISTS trials (
     told INTEGER, state TEXT, value REAL, items INTEGER);
 CREATE TABLE IF NOT EXISTS items (
     candidate TEXT NOT NULL, split TEXT NOT NULL, task TEXT NOT NULL, item TEXT NOT NULL, position INTEGER NOT NULL,
-    value REAL NOT NULL, record TEXT NOT NULL, PRIMARY KEY (candidate, split, task, item));
+    value REAL NOT NULL, record TEXT NOT NULL, signal REAL, PRIMARY KEY (candidate, split, task, item));
 """
 
 
@@ -64,6 +63,9 @@ class Journal:
         self.db = sqlite3.connect(self.folder / "journal.sqlite", isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(SCHEMA)
+        if "signal" not in {row[1] for row in self.db.execute("PRAGMA table_info(items)")}:  # written before signals
+            self.db.execute("ALTER TABLE items ADD COLUMN signal REAL")
+        self.fallbacks: set[str] = set()  # tasks whose items lack the signal asked for: read by their metric
 
     def close(self) -> None:
         self.db.close()
@@ -145,7 +147,7 @@ class Journal:
             self.db.execute("BEGIN")
             for row in items or []:
                 self.db.execute(
-                    "INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         cid,
                         row.split,
@@ -154,6 +156,7 @@ class Journal:
                         row.position,
                         row.value,
                         row.record.model_dump_json(exclude_none=True),
+                        row.signal,
                     ),
                 )
             self.db.execute(
@@ -161,10 +164,6 @@ class Journal:
                 "WHERE candidate=? AND stage=?",
                 (now, now - started, path, json.dumps(_plain(result)), cid, stage),
             )
-
-    def stages(self) -> Iterator[StageRow]:
-        for row in self.db.execute("SELECT candidate, stage, status, seconds, runs FROM stages ORDER BY started"):
-            yield StageRow(candidate=row[0], stage=row[1], status=row[2], seconds=row[3], runs=row[4])
 
     def eval_keys(self) -> set[str]:
         """The eval settings' keys of every scoring stage (`eval-<split>-<key>-<offset>-<limit>`)."""
@@ -207,15 +206,50 @@ class Journal:
         ]  # fmt: skip
 
     # items ------------------------------------------------------------------------------------
-    def item_values(self, cid: str, split: str, below: int | None = None) -> dict[str, dict[str, float]]:
-        """{task: {item id: headline value}} of one candidate on one split (`below`: each task's first items only)."""
+    def item_values(
+        self, cid: str, split: str, below: int | None = None, signal: str = "metric"
+    ) -> dict[str, dict[str, float]]:
+        """{task: {item id: value}} of one candidate on one split, in the seeded order (`below`: each task's first
+        items only). `signal`: metric (the headline value), or prob / auto (each item's gold-choice probability; a
+        task whose items lack it is read by its metric, with auto, and named in `fallbacks`; refused with prob)."""
         found: dict[str, dict[str, float]] = {}
-        for task, item, value in self.db.execute(
-            "SELECT task, item, value FROM items WHERE candidate=? AND split=? AND position < ?",
+        signals: dict[str, dict[str, float | None]] = {}
+        for task, item, value, prob in self.db.execute(
+            "SELECT task, item, value, signal FROM items WHERE candidate=? AND split=? AND position < ? "
+            "ORDER BY task, position",
             (cid, split, below if below is not None else 2**62),
         ):
             found.setdefault(task, {})[item] = value
+            signals.setdefault(task, {})[item] = prob
+        if signal == "metric":
+            return found
+        for task, probs in signals.items():
+            if all(p is not None for p in probs.values()):
+                found[task] = probs  # type: ignore[assignment]
+            elif signal == "prob":
+                raise UserError.one(
+                    str(self.folder / "journal.sqlite"),
+                    "select.signal",
+                    f"prob: task '{task}' has no gold-choice probability (not multiple choice, or scored before "
+                    "merger recorded it); use auto or metric",
+                )
+            else:
+                self.fallbacks.add(task)
         return found
+
+    def task_sizes(self) -> dict[str, int]:
+        """Task -> the items in its file (the population racing draws from), from a finished scoring stage."""
+        row = self.db.execute(
+            "SELECT result FROM stages WHERE status='done' AND stage LIKE 'eval-select-%' AND result IS NOT NULL"
+        ).fetchone()
+        tasks = EvalSummary.model_validate(json.loads(row[0])).tasks if row else {}
+        return {name: t.n_total for name, t in tasks.items() if t.n_total}
+
+    def items_scored(self, split: str, candidates: list[str]) -> int:
+        """Item evaluations recorded on a split for these candidates, over every task."""
+        marks = ",".join("?" * len(candidates))
+        query = f"SELECT COUNT(*) FROM items WHERE split=? AND candidate IN ({marks})"
+        return self.db.execute(query, (split, *candidates)).fetchone()[0]
 
 
 def _plain(result: Any) -> Any:

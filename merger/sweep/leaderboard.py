@@ -11,21 +11,33 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from merger.config.results import LeaderboardRow, Reported, SearchSummary, SweepMeta
+from merger.config.results import Decision, LeaderboardRow, Reported, SearchSummary, SweepMeta
 from merger.core.atomic import atomic_write
 from merger.core.errors import UserError
 from merger.sweep.journal import Journal
-from merger.sweep.selection import rank
+from merger.sweep.racing import Racing, racing_for
+from merger.sweep.selection import order, rank
 
 
-def entries(journal: Journal, meta: SweepMeta) -> list[LeaderboardRow]:
-    values = {
-        c.id: journal.item_values(c.id, "select", meta.counted.get(c.id))
+def racing(journal: Journal, meta: SweepMeta) -> Racing:
+    """The race a sweep ran (its pairs: every candidate, or every trial of a search)."""
+    count = meta.search.trials if meta.search else len(meta.candidates)
+    return racing_for(meta.select, count, journal.task_sizes)
+
+
+def _values(journal: Journal, meta: SweepMeta, signal: str) -> dict:
+    found = {
+        c.id: journal.item_values(c.id, "select", meta.counted.get(c.id), signal)
         for c in journal.candidates()
         if c.id in meta.candidates
     }
+    return {k: v for k, v in found.items() if v}
+
+
+def entries(journal: Journal, meta: SweepMeta) -> list[LeaderboardRow]:
+    values = _values(journal, meta, "metric")
     rows = []
-    for i, r in enumerate(rank({k: v for k, v in values.items() if v}, meta.metric)):
+    for i, r in enumerate(rank(values, meta.metric, _values(journal, meta, meta.select.signal), racing(journal, meta))):
         info = meta.candidates[r.id]
         report = journal.item_values(r.id, "report")
         reported = (
@@ -43,14 +55,41 @@ def entries(journal: Journal, meta: SweepMeta) -> list[LeaderboardRow]:
                 params=info.params,
                 score=r.score,
                 ci=r.ci,
+                signal=r.signal,
+                gap=r.gap,
                 tied_with_best=r.tied_with_best,
-                p_vs_best=r.p_vs_best,
                 tasks=r.tasks,
                 n_items=r.n_items,
                 reported=reported,
             )
         )
     return rows
+
+
+def decide(journal: Journal, meta: SweepMeta) -> Decision | None:
+    """The decision line: the race's last look, over the candidates scored on the most items."""
+    values = _values(journal, meta, meta.select.signal)
+    if not values:
+        return None
+    race = racing(journal, meta)
+    sizes = {cid: sum(len(v) for v in vs.values()) for cid, vs in values.items()}
+    finalists = [cid for cid in order(values, meta.metric) if sizes[cid] == max(sizes.values())]
+    verdict = race.look({cid: values[cid] for cid in finalists})
+    limit, tasks = meta.eval.limit, len(next(iter(values.values())))
+    fell_back = {t for t in journal.fallbacks if any(t in v for v in values.values())}
+    signal = "metric" if meta.select.signal == "metric" or len(fell_back) == tasks else "prob"
+    return Decision(
+        winner=verdict.leader,
+        signal=signal,
+        fallback=sorted(fell_back) if signal == "prob" else [],
+        settled=verdict.settled or len(finalists) - len(verdict.worse) == 1,
+        delta=meta.select.delta,
+        confidence=meta.select.confidence,
+        finalists=finalists,
+        within=[cid for cid in finalists if cid not in verdict.worse],
+        items_scored=journal.items_scored("select", list(meta.candidates)),
+        budget=limit * tasks * (meta.search.trials if meta.search else len(meta.candidates)) if limit else None,
+    )
 
 
 def _short(path: str, among: list[str]) -> str:
@@ -110,21 +149,36 @@ def table(rows: list[LeaderboardRow], metric: str, search: SearchSummary | None 
     return t
 
 
-def markdown(rows: list[LeaderboardRow], metric: str, search: SearchSummary | None = None) -> str:
+def markdown(
+    rows: list[LeaderboardRow], metric: str, search: SearchSummary | None = None, decision: Decision | None = None
+) -> str:
     tasks = sorted({task for r in rows for task in r.tasks})
     lines = [
         f"# {title(metric, search)}",
         "",
-        "| # | id | recipe | sweep point | score | 95% CI | tied with best | items | " + " | ".join(tasks) + " |",
-        "|" + "---|" * (8 + len(tasks)),
+        "| # | id | recipe | sweep point | score | 95% CI | signal | gap to best (points) | tied with best | items | "
+        + " | ".join(tasks)
+        + " |",
+        "|" + "---|" * (10 + len(tasks)),
     ]
     for i, r in enumerate(rows, 1):
         point = ", ".join(f"`{k}`={v}" for k, v in r.params.items()) or "-"
+        gap = f"[{100 * r.gap[0]:+.1f}, {100 * r.gap[1]:+.1f}]" if r.gap and i > 1 else "-"
+        signal = f"{r.signal:.4f}" if r.signal is not None else "-"
         lines.append(
             f"| {i} | {r.id} | {Path(r.recipe).name} | {point} | {r.score:.4f} | "
-            f"[{r.ci[0]:.4f}, {r.ci[1]:.4f}] | {'best' if i == 1 else ('yes' if r.tied_with_best else 'no')} | "
+            f"[{r.ci[0]:.4f}, {r.ci[1]:.4f}] | {signal} | {gap} | "
+            f"{'best' if i == 1 else ('yes' if r.tied_with_best else 'no')} | "
             f"{r.n_items} | " + " | ".join(f"{r.tasks.get(k, float('nan')):.4f}" for k in tasks) + " |"
         )
+    if decision is not None:
+        lines += ["", decision.line() + "."]
+        lines += [
+            "",
+            f"Ranked by the deciding signal ({decision.signal}); score and 95% CI: the headline metric; gap to best: "
+            f"the signal's difference to the best, an anytime-valid confidence sequence at {decision.confidence:.0%} "
+            "over the race; tied with best: not shown worse than the best.",
+        ]
     if rows and rows[0].reported:
         rep = rows[0].reported
         lines += [
@@ -206,13 +260,19 @@ def _progress(ax, search: SearchSummary, metric: str) -> None:
 def write_reports(journal: Journal, out: Path) -> list[LeaderboardRow]:
     meta = SweepMeta.model_validate_json((out / "sweep.json").read_text())
     rows = entries(journal, meta)
+    decision = decide(journal, meta)
     atomic_write(
         out / "leaderboard.json",
         json.dumps([r.model_dump(mode="json", exclude_none=True) for r in rows], indent=2) + "\n",
     )
-    atomic_write(out / "leaderboard.md", markdown(rows, meta.metric, meta.search))
+    atomic_write(out / "leaderboard.md", markdown(rows, meta.metric, meta.search, decision))
     plot(rows, meta.metric, out / "report.png", meta.search)
-    Console().print(table(rows, meta.metric, meta.search))
+    console = Console()
+    console.print(table(rows, meta.metric, meta.search))
+    if decision is not None:
+        console.print(decision.line(), markup=False, highlight=False)
+    for task in sorted(journal.fallbacks) if meta.select.signal != "metric" else []:
+        console.print(f"note: {task}: its items have no gold-choice probability; decided by its metric", markup=False)
     return rows
 
 

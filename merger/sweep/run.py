@@ -26,13 +26,15 @@ from merger.publish.card import write_card
 from merger.sweep import executors, jobs, strategies
 from merger.sweep.executors.base import Finished
 from merger.sweep.journal import Journal
-from merger.sweep.leaderboard import write_reports
+from merger.sweep.leaderboard import decide, write_reports
 from merger.sweep.plan import plan_sweep, sweep_settings
+from merger.sweep.racing import Racing, racing_for
 from merger.sweep.selection import Ranked, rank
 from merger.sweep.strategies import search
 from merger.sweep.strategies.base import Fixed, Goal, Strategy
 
 console = Console(stderr=True)
+LEASES = 2  # times a unit whose worker died is leased again before the sweep stops with the last reason
 
 
 def _key(*parts) -> str:
@@ -87,6 +89,7 @@ class Sweep:
             self.journal.close()
             raise
         self.started: dict[tuple[str, str], float] = {}
+        self.losses: dict[tuple[str, str], int] = {}  # (candidate, stage) -> times its worker died under it
 
     def folder(self, cid: str) -> Path:
         return self.out / "candidates" / cid
@@ -162,11 +165,20 @@ class Sweep:
                 busy.pop(event.unit.candidate.id)
                 if isinstance(event, Finished):
                     self.record(event)
-                else:
-                    console.print(
-                        f"[yellow]worker {event.worker} died[/yellow] ({event.why}); "
-                        f"{event.unit.candidate.id} {event.unit.stage} is leased again"
+                    continue
+                key = (event.unit.candidate.id, event.unit.stage)
+                self.losses[key] = self.losses.get(key, 0) + 1
+                if self.losses[key] > LEASES:
+                    raise UserError.one(
+                        str(self.out),
+                        f"{key[0]} {key[1]}",
+                        f"its worker died {self.losses[key]} times, the last time: {event.why}; "
+                        "free memory on the workers (fewer --workers, a smaller model) and run again to resume",
                     )
+                console.print(
+                    f"[yellow]worker {event.worker} died[/yellow] ({event.why}); "
+                    f"{key[0]} {key[1]} is leased again ({self.losses[key]} of {LEASES} retries)"
+                )
 
     def lease(self, unit: jobs.Unit) -> None:
         console.print(f"[bold]{unit.candidate.id}[/bold] {unit.stage} ...")
@@ -186,10 +198,14 @@ class Sweep:
         console.print(f"[bold]{cid}[/bold] {unit.stage} [green]done[/green]{where}")
 
     # the sweep --------------------------------------------------------------------------------
+    def racing(self) -> Racing:
+        count = self.search.trials if self.search is not None else len(self.candidates)
+        return racing_for(self.select, count, self.journal.task_sizes)
+
     def strategy(self) -> Strategy:
-        values = lambda cid, below: self.journal.item_values(cid, "select", below)  # noqa: E731
+        values = lambda cid, below: self.journal.item_values(cid, "select", below, self.select.signal)  # noqa: E731
         if self.search is None:
-            return strategies.make(list(self.candidates), self.select, self.eval.limit, values)
+            return strategies.make(list(self.candidates), self.select, self.eval.limit, values, self.racing())
         return search.Search(
             self.search,
             search_space(self.recipe),
@@ -198,6 +214,7 @@ class Sweep:
             lambda params: point(self.recipe, params, self.random_seed),
             values,
             self.journal,
+            self.racing(),
         )
 
     def run(self) -> list[Ranked]:
@@ -222,8 +239,12 @@ class Sweep:
         return ranked
 
     def ranked(self) -> list[Ranked]:
-        values = {cid: self.journal.item_values(cid, "select", self.counted.get(cid)) for cid in self.candidates}
-        return rank({k: v for k, v in values.items() if v}, self.select.metric)
+        values, decided = {}, {}
+        for cid in self.candidates:
+            values[cid] = self.journal.item_values(cid, "select", self.counted.get(cid))
+            decided[cid] = self.journal.item_values(cid, "select", self.counted.get(cid), self.select.signal)
+        scored = [cid for cid in values if values[cid]]
+        return rank({c: values[c] for c in scored}, self.select.metric, {c: decided[c] for c in scored}, self.racing())
 
     def scores(self, cid: str) -> Scores:
         """The winner's published scores: from the report items when there are some, else the selection items."""
@@ -287,6 +308,7 @@ def run_sweep(
             search=sweep.search_summary,
             counted={cid: n for cid, n in sweep.counted.items() if n is not None},
         )
+        meta.decision = decide(sweep.journal, meta)
         atomic_write(out / "sweep.json", meta.model_dump_json(indent=2) + "\n")
         write_reports(sweep.journal, out)
     finally:

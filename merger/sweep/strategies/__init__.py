@@ -1,14 +1,16 @@
 """How a sweep picks what to score next. One module per strategy, named as `select.strategy` names it; each
-defines `make(ids, select, limit, values)` returning a `Strategy` (see `base.py`)."""
+defines `make(ids, select, limit, values, racing)` returning a `Strategy` (see `base.py`); `racing` is the one stop
+rule they share (`racing.py`)."""
 
 from __future__ import annotations
 
 import importlib
 
 from merger.config.recipe import SelectSettings
+from merger.sweep.racing import Racing
 from merger.sweep.strategies.base import Strategy, ValuesOf
 
 
-def make(ids: list[str], select: SelectSettings, limit: int | None, values: ValuesOf) -> Strategy:
+def make(ids: list[str], select: SelectSettings, limit: int | None, values: ValuesOf, racing: Racing) -> Strategy:
     module = importlib.import_module(f"{__name__}.{select.strategy}")
-    return module.make(ids, select, limit, values)
+    return module.make(ids, select, limit, values, racing)

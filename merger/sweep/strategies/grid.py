@@ -1,10 +1,19 @@
-"""`grid`: every candidate on every selection item."""
+"""`grid`: every candidate on every selection item; with `select.race` and an `eval.limit`, raced:
+scored in growing slices, each candidate stopping once shown worse than the leader and the sweep once the leader is
+within delta of every other (`halving.Halving` without its cut)."""
 
 from __future__ import annotations
 
 from merger.config.recipe import SelectSettings
+from merger.sweep.racing import Racing
 from merger.sweep.strategies.base import Fixed, Goal, ValuesOf
+from merger.sweep.strategies.halving import Halving
 
 
-def make(ids: list[str], select: SelectSettings, limit: int | None, values: ValuesOf) -> Fixed:
-    return Fixed([Goal(cid, limit=limit) for cid in ids])
+def make(ids: list[str], select: SelectSettings, limit: int | None, values: ValuesOf, racing: Racing):
+    """The first slice is `min_items` (default limit / eta^2), but never fewer than a look needs to decide
+    anything (`Racing.earliest`): a race too short for that scores every candidate on every item at once."""
+    first = max(select.min_items or (limit or 0) // select.eta**2, racing.earliest())
+    if not select.race or limit is None or first >= limit or len(ids) < 2:
+        return Fixed([Goal(cid, limit=limit) for cid in ids])
+    return Halving(ids, select.model_copy(update={"min_items": first}), limit, values, racing, cut=False)

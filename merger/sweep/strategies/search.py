@@ -2,9 +2,10 @@
 candidate with its content-hash id, raced on growing slices of the same seeded items.
 
 Racing: a trial is scored on `min_items`, then eta times as many, up to `eval.limit`. After each slice it stops
-(Optuna hears PRUNED) when a paired bootstrap test on the items both have says it is behind the leader (the best
-trial scored on every item) at `confidence`, or when Optuna's successive-halving pruner says so (`pruner:
-halving`). A point proposed again is told its earlier outcome without new work.
+(Optuna hears PRUNED) when the race's stop rule (`racing.py`: an anytime-valid confidence sequence on the items both
+have, at `select.confidence` shared by the trials' comparisons) shows it worse than the leader (the best trial scored
+on every item), or when Optuna's successive-halving pruner says so (`pruner: halving`). A point proposed again
+is told its earlier outcome without new work.
 
 The journal is the only source of truth: every ask and tell is journaled in order (`trials`), and a resumed search
 replays them into a fresh sampler with the same seed, so it goes on with the proposals it would have made.
@@ -21,7 +22,7 @@ from merger.config.recipe import Candidate, Dimension, SearchSettings
 from merger.config.results import SearchSummary
 from merger.core.errors import UserError
 from merger.sweep.journal import Journal
-from merger.sweep.selection import paired_p_value, score
+from merger.sweep.racing import Racing, score
 from merger.sweep.strategies.base import Goal, ValuesOf, rungs, slice_goal
 
 
@@ -67,6 +68,7 @@ class Search:
     propose: Callable[[dict[str, Any]], Candidate]
     values: ValuesOf
     journal: Journal
+    rule: Racing  # the stop rule every strategy races with
     rungs: list[int] = field(init=False)
     queue: list[Goal] = field(default_factory=list)
     racing: dict[str, Race] = field(default_factory=dict)
@@ -168,11 +170,7 @@ class Search:
             return self.trials[race.trials[0]].should_prune()
         if self.settings.pruner != "paired" or self.leader is None:
             return False
-        leader = self.values(self.leader[0], None)
-        shared = {t: {i: leader[t][i] for i in v if i in leader.get(t, {})} for t, v in values.items()}
-        if not all(shared.values()) or score(values, self.metric) >= score(shared, self.metric):
-            return False
-        return paired_p_value(leader, values, self.metric) < 1 - self.settings.confidence
+        return self.rule.gap(values, self.values(self.leader[0], None))[1] < 0
 
     # the Strategy interface -----------------------------------------------------------------------
     def ask(self, idle: int) -> list[Goal]:

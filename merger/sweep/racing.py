@@ -1,0 +1,116 @@
+"""The one stop rule every strategy races with (grid, halving, and a search's paired pruner).
+
+Candidates are scored on growing slices of the same seeded items. After a slice, the paired difference between
+a candidate and the leader (the best scored on the same items, by the deciding signal) gets an anytime-valid
+confidence sequence (`sequential.py`) over the item positions, each position's difference averaged over the
+tasks. A candidate whose sequence lies below zero is shown worse and stops. The race is settled once every
+remaining candidate's sequence lies below the leader's score plus `delta`: the leader is within delta of every
+candidate still running, and every candidate that stopped was shown worse than one that was running.
+
+Confidence: both claims a race makes, that the best candidate (the one best on the whole files) is never shown
+worse, and that a settled leader is within delta of it, fail only when a sequence comparing the best with another
+candidate misses. So each comparison gets (1 - confidence) / (candidates - 1) of error (Bonferroni over the pairs
+the best is in), and a confidence sequence keeps its level however often it is looked at: the whole race holds at
+`confidence`. Items are drawn without replacement from each task's file; when every task has the same number of
+items, the sequence accounts for it (a finite population).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from merger.sweep.sequential import confidence_sequence
+
+Values = dict[str, dict[str, float]]  # task -> item id -> value, in the seeded order
+
+
+def tasks_of(values: Values, metric: str) -> list[str]:
+    return sorted(values) if metric == "mean" else [metric]
+
+
+def score(values: Values, metric: str) -> float:
+    """`mean`: the mean of the tasks' item means (the leaderboard's average); else one task's item mean."""
+    tasks = tasks_of(values, metric)
+    return sum(sum(values[t].values()) / len(values[t]) for t in tasks) / len(tasks)
+
+
+def stream(a: Values, b: Values, metric: str) -> tuple[np.ndarray, list[str]]:
+    """a - b item by item on the items both have, in a's (the seeded) order, averaged over the tasks at each
+    position (the score's difference is the mean of this stream); and the tasks it draws on."""
+    tasks = [t for t in tasks_of(a, metric) if t in b]
+    columns = [np.array([a[t][i] - b[t][i] for i in a[t] if i in b[t]], dtype=float) for t in tasks]
+    columns = [c for c in columns if len(c)]
+    if not columns:
+        return np.zeros(0), []
+    n = max(len(c) for c in columns)
+    total, count = np.zeros(n), np.zeros(n)
+    for c in columns:
+        total[: len(c)] += c
+        count[: len(c)] += 1
+    return total / count, tasks
+
+
+@dataclass
+class Verdict:
+    """A look at the race: its leader, who is shown worse, and whether it is settled."""
+
+    leader: str
+    worse: list[str] = field(default_factory=list)
+    settled: bool = False
+
+
+@dataclass
+class Racing:
+    metric: str  # 'mean' or a task
+    confidence: float
+    delta: float  # points
+    candidates: int  # how many may race: the best's comparisons with the others share the error
+    sizes: Callable[[], dict[str, int]] = dict  # task -> items in its file, when known
+
+    @property
+    def alpha(self) -> float:
+        return (1 - self.confidence) / max(1, self.candidates - 1)
+
+    def gap(self, a: Values, b: Values) -> tuple[float, float]:
+        """Anytime-valid bounds on score(a) - score(b) over the items both have (values in [0, 1]; any other
+        range gives no bounds)."""
+        z, tasks = stream(a, b, self.metric)
+        if len(z) == 0 or not all(0 <= v <= 1 for t in tasks for v in (*a[t].values(), *b[t].values())):
+            return -1.0, 1.0
+        sizes = self.sizes()
+        populations = {sizes.get(t) for t in tasks}
+        population = populations.pop() if len(populations) == 1 else None
+        return confidence_sequence(z, self.alpha, population if population and population >= len(z) else None)
+
+    def earliest(self) -> int:
+        """The fewest items on which any candidate could be shown worse (every one of them lost): a race looks no
+        sooner (with 8 candidates at 95%, 32 items)."""
+        n = 1
+        while n < 100_000 and confidence_sequence([-1.0] * n, self.alpha)[1] >= 0:
+            n += 1
+        return n
+
+    def leader(self, values: dict[str, Values]) -> str:
+        return min(values, key=lambda c: (-score(values[c], self.metric), c))
+
+    def look(self, values: dict[str, Values]) -> Verdict:
+        """Candidates scored on the same items: the leader, who is shown worse than it, and whether it is within
+        delta of every other."""
+        leader = self.leader(values)
+        verdict = Verdict(leader)
+        uppers = {}
+        for cid in values:
+            if cid != leader:
+                uppers[cid] = self.gap(values[cid], values[leader])[1]
+                if uppers[cid] < 0:
+                    verdict.worse.append(cid)
+        verdict.settled = all(u <= self.delta / 100 for u in uppers.values())
+        return verdict
+
+
+def racing_for(select, candidates: int, sizes: Callable[[], dict[str, int]] = dict) -> Racing:
+    """The race a sweep's `select:` settings describe, among `candidates`."""
+    return Racing(select.metric, select.confidence, select.delta, candidates, sizes)
