@@ -105,7 +105,7 @@ def main() -> None:
 
     import torch
 
-    from merger.core.device import compute_dtype
+    from merger.core.device import compute_dtype, release
 
     cuda = torch.cuda.is_available()
     work = Path(tempfile.mkdtemp())
@@ -226,7 +226,7 @@ def main() -> None:
             gen_seconds = time.perf_counter() - started
             gen_peak = torch.cuda.max_memory_allocated() - ballast.numel()
             del model, lm, ballast
-            scoring.release()
+            release()
             return {
                 "card_gib": args.card_gib,
                 "weights_gib": round(weights / 2**30, 2),
@@ -260,8 +260,6 @@ def main() -> None:
         seconds = time.perf_counter() - started
         figures = {"steps": run.steps, "steps_per_s": round(run.steps / seconds, 2), "device": run.device}
         if cuda:
-            from merger.evaluate.scoring import release
-
             release()
             figures["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
             figures["left_allocated_mib"] = round((torch.cuda.memory_allocated() - before) / 2**20, 1)

@@ -18,6 +18,17 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def release() -> None:
+    """Give the CUDA allocator's cached blocks back (after an out-of-memory error, and after every sweep unit)."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def compute_dtype(device: str):
     """float32 on a CPU (exact, and CPUs are rarely faster in half precision); bf16 on GPUs that have it natively
     (Ampere, compute capability 8.0, and later: `torch.cuda.is_bf16_supported()` also counts emulation, which T4,

@@ -132,7 +132,7 @@ def _items(
                     record.lls = [float(r[0]) for r in resps]
                 if record.lls is not None and task.get_config("output_type") == "multiple_choice":
                     choices = task.doc_to_choice(sample["doc"])
-                    record.gold = gold_indices(task, sample["doc"])
+                    record.gold = gold_indices(task, sample["doc"], choices)
                     if record.gold is not None:
                         record.signal = p_gold(record.lls, choices, record.gold, primary)
             for metric in sample.get("metrics", []):

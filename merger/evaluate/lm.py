@@ -29,15 +29,8 @@ from lm_eval.models.utils import (
 )
 from lm_eval.models.utils_hf import stop_sequences_criteria
 
-from merger.evaluate.scoring import (
-    Encoded,
-    Encoder,
-    model_max_length,
-    out_of_memory,
-    release,
-    score_items,
-    token_budget,
-)
+from merger.core.device import release
+from merger.evaluate.scoring import Encoded, Encoder, Shape, model_max_length, out_of_memory, score_items, token_budget
 
 CPU_TOKEN_BUDGET = 1  # one item per batch: a CPU gains nothing from batching and pays for padding
 GPU_TOKEN_BUDGET = 65536
@@ -209,15 +202,10 @@ class MergerLM(LM):
     def _generate_batch(self, requests) -> int:
         """Rows per generation batch that fit free GPU memory: each row's KV cache over its longest context plus
         the tokens generated (Llama-2-7B: 0.5 MB a token), at most GPU_GENERATE_BATCH; OOM halves it further."""
-        config = self.model.get_text_config() if hasattr(self.model, "get_text_config") else self.model.config
-        heads = config.num_attention_heads
-        kv = getattr(config, "num_key_value_heads", None) or heads
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-        size = next(self.model.parameters()).element_size()
+        s = Shape.of(self.model)
         longest = min(self.max_length, max(len(self.encoder.encode(r.args[0])) for r in requests) + self.max_gen_toks)
-        per_row = 2 * config.num_hidden_layers * kv * head_dim * size * longest
-        free, _ = torch.cuda.mem_get_info(self.device)
-        return max(1, min(GPU_GENERATE_BATCH, int(0.5 * free / per_row)))
+        per_row = 2 * s.layers * s.kv_heads * s.head_dim * s.element * longest
+        return max(1, min(GPU_GENERATE_BATCH, int(0.5 * s.free / per_row)))
 
     def _encode_left(self, texts: list[str], max_context: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-padded, left-truncated context tokens, as lm-eval's hf model encodes a generation batch."""

@@ -97,14 +97,11 @@ def mirrored(root: Path | None) -> Iterator[None]:
 
     original = datasets.load_dataset
 
-    offline = any(
-        os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
-    )
-
     def load_dataset(path=None, name=None, *args, **kwargs):
         if isinstance(path, str) and "/" in path and (root / path).is_dir():
             return load_mirrored(root, path, name, original, kwargs.get("split"))
-        if offline and isinstance(path, str) and path.count("/") == 1 and not Path(path).exists():
+        hub_id = isinstance(path, str) and path.count("/") == 1 and not Path(path).exists()
+        if hub_id and datasets.config.HF_HUB_OFFLINE:  # datasets' own flag: it would refuse this load
             raise UserError.one(
                 str(root / path / (name or "default")),
                 "",

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from merger.core.device import release
 from merger.core.errors import UserError
 
 
@@ -189,15 +190,6 @@ def out_of_memory(what: str, knob: str) -> UserError:
     )
 
 
-def release() -> None:
-    """Give the CUDA allocator's cached blocks back (after an out-of-memory error, and after every unit)."""
-    import gc
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
 def score_items(
     model, items: list[list[Encoded]], pad_id: int, token_budget: int, advance: Callable[[int], None] = lambda n: None
 ) -> list[list[tuple[float, bool]]]:
@@ -225,16 +217,41 @@ def score_items(
     return results  # type: ignore[return-value]
 
 
+@dataclass(frozen=True)
+class Shape:
+    """What a model's memory use per token depends on, and the GPU memory free for it."""
+
+    layers: int
+    hidden: int
+    intermediate: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    element: int  # bytes per weight and activation
+    free: int  # bytes free on the model's GPU
+
+    @classmethod
+    def of(cls, model) -> Shape:
+        config = model.get_text_config() if hasattr(model, "get_text_config") else model.config
+        heads = config.num_attention_heads
+        parameter = next(model.parameters())
+        return cls(
+            layers=config.num_hidden_layers,
+            hidden=config.hidden_size,
+            intermediate=getattr(config, "intermediate_size", None) or 4 * config.hidden_size,
+            heads=heads,
+            kv_heads=getattr(config, "num_key_value_heads", None) or heads,
+            head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads,
+            element=parameter.element_size(),
+            free=torch.cuda.mem_get_info(parameter.device)[0],
+        )
+
+
 def token_budget(model, width: int, ceiling: int) -> int:
     """Tokens per batch that fit the GPU's free memory: per token, one layer's activations (the residual stream,
     attention projections and the MLP) and the tree mask and attention scores of its row (width x (2 + 4 x heads)
     bytes: SDPA's kernels for arbitrary masks may materialize them). Over-estimates are halved away."""
-    config = model.get_text_config() if hasattr(model, "get_text_config") else model.config
-    hidden = config.hidden_size
-    heads = config.num_attention_heads
-    kv = getattr(config, "num_key_value_heads", None) or heads
-    intermediate = getattr(config, "intermediate_size", None) or 4 * hidden
-    size = next(model.parameters()).element_size()
-    per_token = size * (4 * hidden + 3 * intermediate + 2 * kv * hidden // heads) + width * (2 + 4 * heads)
-    free, _ = torch.cuda.mem_get_info(next(model.parameters()).device)
-    return max(width, min(ceiling, int(0.6 * free / per_token)))
+    s = Shape.of(model)
+    activations = s.element * (4 * s.hidden + 3 * s.intermediate + 2 * s.kv_heads * s.head_dim)
+    per_token = activations + width * (2 + 4 * s.heads)
+    return max(width, min(ceiling, int(0.6 * s.free / per_token)))

@@ -17,10 +17,9 @@ from typing import Any
 NORMALIZATION = {"acc": None, "acc_norm": "chars", "acc_bytes": "bytes"}  # the metrics whose pick a signal follows
 
 
-def gold_indices(task, doc: dict[str, Any]) -> list[int] | None:
-    """The gold choices of a multiple-choice document, as lm-eval's `process_results` reads them; None when the
-    label lies outside the choices (lm-eval then warns and scores 0)."""
-    choices = task.doc_to_choice(doc)
+def gold_indices(task, doc: dict[str, Any], choices: list[str]) -> list[int] | None:
+    """The gold choices of a multiple-choice document (`choices`: its `doc_to_choice`), as lm-eval's
+    `process_results` reads them; None when the label lies outside the choices (lm-eval then warns and scores 0)."""
     gold = task.doc_to_text(doc) if task.multiple_input else task.doc_to_target(doc)
     golds = gold if isinstance(gold, list) else [gold]
     found = []

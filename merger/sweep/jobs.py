@@ -16,13 +16,12 @@ from typing import Any, Literal
 from merger.config.dpo import DPOSettings
 from merger.config.recipe import Candidate, EvalSettings
 from merger.config.results import DPORun, EvalSummary, ItemRow, TaskResult, TaskScore
-from merger.core.device import compute_dtype, resolve_device
+from merger.core.device import compute_dtype, release, resolve_device
 from merger.core.errors import UserError
 from merger.dpo.train import run_dpo
 from merger.evaluate.documents import reference_texts
 from merger.evaluate.evaluator import evaluate, make_lm, stderr
 from merger.evaluate.model import load_model
-from merger.evaluate.scoring import release
 from merger.merge.run import folder_digest, merge_in_memory, merge_to_disk
 from merger.sweep.plan import check_disk
 

@@ -69,6 +69,7 @@ class Racing:
     delta: float  # points
     candidates: int  # how many may race: the best's comparisons with the others share the error
     sizes: Callable[[], dict[str, int]] = dict  # task -> items in its file, when known
+    _sizes: dict[str, int] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def alpha(self) -> float:
@@ -80,7 +81,8 @@ class Racing:
         z, tasks = stream(a, b, self.metric)
         if len(z) == 0 or not all(0 <= v <= 1 for t in tasks for v in (*a[t].values(), *b[t].values())):
             return -1.0, 1.0
-        sizes = self.sizes()
+        sizes = self._sizes or self.sizes()  # read once it is known: files do not change size during a race
+        self._sizes = sizes
         populations = {sizes.get(t) for t in tasks}
         population = populations.pop() if len(populations) == 1 else None
         return confidence_sequence(z, self.alpha, population if population and population >= len(z) else None)
