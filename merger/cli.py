@@ -10,8 +10,8 @@ import typer
 from rich.console import Console
 
 from merger import flags, render
-from merger.config.dpo import DPOSettings
 from merger.config.recipe import EvalSettings, ExecuteSettings
+from merger.config.train import DPOSettings, SFTSettings
 from merger.core import demo
 from merger.core.errors import Problem, UserError
 from merger.core.hf import cache_root
@@ -24,7 +24,7 @@ from merger.publish.preflight import run_checks
 from merger.sweep import leaderboard, plan
 
 app = typer.Typer(
-    help="Declarative merge sweeps for open LLMs: mergekit merges, DPO, lm-eval-identical quick scoring.",
+    help="Declarative merge sweeps for open LLMs: mergekit merges, trl training, lm-eval-identical quick scoring.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -129,22 +129,40 @@ def eval_(
 eval_settings = flags.with_settings_flags(eval_, EvalSettings)
 
 
-def dpo(
-    model_dir: Path = typer.Argument(..., help="The model to refine (a Hugging Face folder)."),
-    out_dir: Path = typer.Option(..., "--out", help="Output folder: the refined model, LoRA merged in."),
-    device: str = flags.DEVICE,
-    force: bool = flags.FORCE,
-    verbose: bool = flags.VERBOSE,
-    **settings,
-) -> None:
-    """Refine a model with DPO (trl), LoRA by default, after checking the data and its contamination."""
-    from merger.sweep.jobs import refine  # trl and peft: imported by the verbs that train, not by --help
+def trainer_verb(name: str, kind: str | None, settings_model: type, doc: str) -> Callable:
+    """`merger train` and `merger dpo`: the same verb over their trainer's settings model."""
 
-    run = refine(model_dir, dpo_settings(settings), out_dir, device=device, force=force)
-    out.print(render.dpo_table(run, out_dir))
+    def verb(
+        model_dir: Path = typer.Argument(..., help="The model to train (a Hugging Face folder)."),
+        out_dir: Path = typer.Option(..., "--out", help="Output folder: the trained model, LoRA merged in."),
+        device: str = flags.DEVICE,
+        force: bool = flags.FORCE,
+        verbose: bool = flags.VERBOSE,
+        **settings,
+    ) -> None:
+        from merger.sweep.jobs import train_model  # trl and peft: imported by the verbs that train, not by --help
+
+        run = train_model(model_dir, kind, build(settings), out_dir, device=device, force=force)
+        out.print(render.train_table(run, out_dir))
+
+    verb.__name__, verb.__doc__ = name, doc
+    build = flags.with_settings_flags(verb, settings_model)
+    return verb
 
 
-dpo_settings = flags.with_settings_flags(dpo, DPOSettings)
+train = trainer_verb(
+    "train",
+    None,
+    SFTSettings,
+    'Continued pretraining ({"text"} rows) or SFT (chat rows) with trl, LoRA by default, optionally distilled from '
+    "a teacher; the data checked for contamination, held-out perplexity measured before and after.",
+)
+dpo = trainer_verb(
+    "dpo",
+    "dpo",
+    DPOSettings,
+    "Refine a model with DPO (trl), LoRA by default, after checking the data and its contamination.",
+)
 
 
 def sweep(
@@ -237,7 +255,7 @@ def models_prepare(
     print(demo.prepare(name, force=force, link=link))
 
 
-for verb in (validate, merge, dpo, report, card, export, preflight):
+for verb in (validate, merge, train, dpo, report, card, export, preflight):
     command(verb)
 command(sweep, log_dir=lambda kwargs: None if kwargs["dry_run"] else kwargs["out_dir"])
 

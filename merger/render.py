@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from merger.config.recipe import Candidate, input_models, output_layers
-from merger.config.results import DPORun
+from merger.config.results import TrainRun
+from merger.config.train import LABELS
 from merger.publish.preflight import Check
 from merger.sweep.plan import SweepPlan
 
@@ -57,21 +58,47 @@ def plan(console: Console, p: SweepPlan) -> None:
             else ""
         )
     )
+    for recipe, refine in {c.recipe_path: c.refine for c in p.candidates if c.refine}.items():
+        chain = "".join(f"; then the top {r.top} -> {' -> '.join(s.kind for s in r.train)} -> eval" for r in refine)
+        console.print(
+            f"{Path(recipe).name}: its candidates{chain}, each child tested against its parent on the same items",
+            soft_wrap=True,
+        )
 
 
-def dpo_table(run: DPORun, out: Path) -> Table:
-    table = Table(title=f"DPO -> {out}")
+def train_table(run: TrainRun, out: Path) -> Table:
+    table = Table(title=f"{LABELS[run.kind]} -> {out}")
     table.add_column("what")
     table.add_column("value", justify="right")
     data, contamination = run.data, run.decontamination
-    table.add_row("pairs read / used", f"{data.pairs_read} / {data.pairs_used}")
+    table.add_row("rows read / used", f"{data.rows_read} / {data.rows_used}")
     for reason, count in data.dropped.items():
         table.add_row(f"dropped: {reason}", str(count))
     table.add_row("truncated", str(data.truncated))
     table.add_row("contaminated (13-gram) / dropped", f"{contamination.matched} / {contamination.dropped}")
     table.add_row("checked against", ", ".join(contamination.against))
+    table.add_row(
+        "parameters trained", f"{run.trainable:,}" + (f" (layers {_ranges(run.layers)})" if run.layers else "")
+    )
+    if run.teacher:
+        table.add_row("distilled from", run.teacher)
     table.add_row("steps", str(run.steps))
+    if run.first_loss is not None:
+        table.add_row("loss, first -> last step", f"{run.first_loss:.4f} -> {run.last_loss:.4f}")
+    if run.perplexity:
+        p = run.perplexity
+        table.add_row(f"held-out perplexity ({p.texts} texts)", f"{p.before:.3f} -> {p.after:.3f}")
     return table
+
+
+def _ranges(layers: list[int]) -> str:
+    """[22, 23, 24, 30] -> '22-24,30'."""
+    parts, start = [], layers[0]
+    for prev, cur in zip(layers, layers[1:] + [None]):
+        if cur != prev + 1 if cur is not None else True:
+            parts.append(f"{start}-{prev}" if prev != start else str(start))
+            start = cur
+    return ",".join(parts)
 
 
 def checks_table(checks: list[Check], model_dir: Path) -> Table:

@@ -34,8 +34,8 @@ def peak_mb(device: str) -> float:
 
 def child(kind: str, full: bool, args) -> dict:
     """One training run; prints {"steps_per_s", "peak_mb"}."""
-    from merger.config.dpo import DPOSettings
-    from merger.sweep.jobs import refine
+    from merger.config.train import DPOSettings
+    from merger.sweep.jobs import train_model
 
     settings = DPOSettings(
         data=args.data,
@@ -49,7 +49,7 @@ def child(kind: str, full: bool, args) -> dict:
     )
     out = Path(tempfile.mkdtemp()) / "out"
     if kind == "merger":
-        run = refine(Path(args.model), settings, out, device=args.device, show_progress=False)
+        run = train_model(Path(args.model), "dpo", settings, out, device=args.device, show_progress=False)
         return {"steps_per_s": run.steps / run.train_runtime, "peak_mb": peak_mb(args.device)}
 
     # The script a trl user writes by hand: the same pairs, model, LoRA and hyper-parameters.
@@ -59,9 +59,10 @@ def child(kind: str, full: bool, args) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    from merger.dpo.pairs import normalize, read_rows
+    from merger.train.data import read_rows
+    from merger.train.pairs import COLUMNS, normalize
 
-    pairs, _ = normalize(read_rows(args.data), args.data)
+    pairs, _ = normalize(read_rows(args.data, ("+".join(COLUMNS),), "preference pairs"), args.data)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype)

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The offline demo on SmolLM2-135M-Instruct: prepare the model, make a DPO-refined sibling, check every demo
-# recipe, then sweep a SLERP t grid between the two plus a depth-up-scaled + DPO candidate, and keep the best.
+# recipe, then sweep a SLERP t grid between the two plus a depth-up-scaled + DPO candidate, and keep the best;
+# then a pipeline (the grid's best 2 refined with DPO, each child kept only if it beats its parent) and SOLAR's
+# whole recipe (up-scale -> continued pretraining -> SFT -> DPO), each as one sweep.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
@@ -12,3 +14,5 @@ if [ ! -d models/smollm2-135m-instruct-dpo ]; then
 fi
 $merger validate merge_recipes/demo-*.yaml
 $merger sweep merge_recipes/demo-smollm2-slerp.yaml merge_recipes/demo-smollm2-dus.yaml --out demo-out/sweep --device cpu --fresh
+$merger sweep merge_recipes/demo-smollm2-pipeline.yaml --out demo-out/pipeline --device cpu --fresh
+$merger sweep merge_recipes/demo-smollm2-solar.yaml --out demo-out/solar --device cpu --fresh

@@ -240,8 +240,8 @@ def main() -> None:
             }
 
     def dpo_run(qlora: bool):
-        from merger.config.dpo import DPOSettings
-        from merger.dpo.train import run_dpo
+        from merger.config.train import DPOSettings
+        from merger.train.run import train
 
         base = tiny(work, f"dpo-base-{qlora}", 3)
         settings = DPOSettings(
@@ -256,7 +256,7 @@ def main() -> None:
             torch.cuda.reset_peak_memory_stats()
             before = torch.cuda.memory_allocated()
         started = time.perf_counter()
-        run = run_dpo(base, settings, work / f"dpo-out-{qlora}", {}, device=device, show_progress=False)
+        run = train(base, "dpo", settings, work / f"dpo-out-{qlora}", {}, device=device, show_progress=False)
         seconds = time.perf_counter() - started
         figures = {"steps": run.steps, "steps_per_s": round(run.steps / seconds, 2), "device": run.device}
         if cuda:

@@ -121,7 +121,7 @@ def test_dpo_card_states_data_and_decontamination(outputs):
     meta = front_matter(outputs["dpo"] / "README.md")
     assert {"merge", "dpo"} <= set(meta["tags"]) and meta["license"] == "apache-2.0"
     text = (outputs["dpo"] / "README.md").read_text()
-    assert "## DPO" in text and "4 pairs checked" in text
+    assert "## Training" in text and "1. **DPO** of" in text and "4 checked" in text
     summary = json.loads((outputs["root"] / "dpo_eval.json").read_text())["tasks"]["merger_arithmetic"]
     [result] = meta["model-index"][0]["results"]
     assert result["metrics"][0]["value"] == round(summary["acc,none"] * 100, 2)

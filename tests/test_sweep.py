@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import yaml
-from conftest import EVALDATA, HUB
+from conftest import HUB, REPO
 from typer.testing import CliRunner
 
 from merger.cli import app
@@ -219,63 +219,60 @@ def test_in_memory_scores_equal_write_then_load(smollm2, smollm2_variant, tmp_pa
     assert a.tasks == b.tasks or all(a.tasks[t].metrics == b.tasks[t].metrics for t in a.tasks)
 
 
-def test_smollm2_sweep_survives_sigkill(smollm2, smollm2_variant, tmp_path):
-    """A SLERP t grid plus a DUS candidate with a short DPO stage; killed mid-stage, then run again."""
-    pairs = [
-        json.loads(line)
-        for line in (EVALDATA / "preferences" / "hh_rlhf_harmless_base_test.jsonl").read_text().splitlines()[:40]
-    ]
-    pairs = [p for p in pairs if len(p["prompt"]) + max(len(p["chosen"]), len(p["rejected"])) < 300][:4]
-    data = tmp_path / "pairs.jsonl"
-    data.write_text("".join(json.dumps(p) + "\n" for p in pairs))
-    evals = {"tasks": ["merger_arithmetic"], "limit": 6}
+def test_smollm2_solar_chain_survives_sigkill(smollm2, smollm2_variant, tmp_path):
+    """A SLERP t grid beside the SOLAR demo recipe (up-scale -> continued pretraining -> SFT -> DPO, plus a second
+    DPO step: stepwise DPO), its steps shortened; killed inside continued pretraining after a checkpoint, then run
+    again: no finished stage is redone, the killed step resumes from its checkpoint, and every step's output carries
+    the chain."""
+    recipe = yaml.safe_load((REPO / "merge_recipes" / "demo-smollm2-solar.yaml").read_text())
+    recipe["depth_upscale"]["model"] = str(smollm2)
+    pretrain, sft, dpo = (step[kind] for step, kind in zip(recipe["train"], ("pretrain", "sft", "dpo")))
+    for settings in (pretrain, sft, dpo):
+        settings["data"] = str((REPO / settings["data"]).resolve())
+        settings.update(max_steps=2, save_steps=1, max_length=128, batch_size=2)
+    pretrain.update(heldout=str((REPO / pretrain["heldout"]).resolve()), heldout_texts=4, max_steps=4)
+    recipe["train"].append({"dpo": {**dpo, "beta": 0.2}})  # stepwise DPO: its reference is the first DPO's output
+    recipe["eval"] = evals = {"tasks": ["merger_arithmetic"], "limit": 6}
+    solar = write(tmp_path / "solar.yaml", recipe)
     slerp = write(tmp_path / "slerp.yaml", slerp_recipe(smollm2, smollm2_variant, 30, [0.2, 0.8], eval=evals))
-    dus = write(
-        tmp_path / "dus.yaml",
-        {
-            "depth_upscale": {"model": str(smollm2), "overlap": 8, "dtype": "float32"},
-            "dpo": {
-                "data": str(data),
-                "max_steps": 2,
-                "batch_size": 2,
-                "max_length": 192,
-                "save_steps": 1,
-                "against": ["merger_arithmetic"],
-            },
-            "eval": evals,
-        },
-    )
     out = tmp_path / "sweep"
-    cmd = [str(BIN / "merger"), "sweep", str(slerp), str(dus), "--out", str(out), "--device", "cpu"]
+    cmd = [str(BIN / "merger"), "sweep", str(slerp), str(solar), "--out", str(out), "--device", "cpu", "--keep", "3"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
     deadline, killed_in = time.time() + 600, None
     while time.time() < deadline and proc.poll() is None:
-        if (out / "journal.sqlite").exists():
+        if list((out / "candidates").glob("*/.step-1.train-work-*/checkpoints/checkpoint-2/trainer_state.json")):
             try:
                 found = stages(out)
             except sqlite3.Error:
                 found = {}
-            running = [k for k, (status, _) in found.items() if status == "running"]
-            if any(s == "dpo" for _, s in running) or sum(st == "done" for st, _ in found.values()) >= 2 and running:
-                killed_in = running[0]
-                proc.send_signal(signal.SIGKILL)
-                break
+            killed_in = next((k for k, (status, _) in found.items() if status == "running"), None)
+            proc.send_signal(signal.SIGKILL)
+            break
         time.sleep(0.2)
     proc.wait()
-    assert killed_in is not None, "the sweep finished before it could be interrupted"
+    assert killed_in is not None and killed_in[1] == "train-1-pretrain", killed_in
     before = stages(out)
     finished = {k for k, (status, _) in before.items() if status == "done"}
+    assert (killed_in[0], "merge") in finished
 
     subprocess.run(cmd, check=True, capture_output=True)
     after = stages(out)
     assert all(after[k] == before[k] for k in finished), "finished stages must not be redone"
     assert after[killed_in] == ("done", 2), "the interrupted stage is redone once"
     assert all(status == "done" for status, _ in after.values())
+    chain = [s for c, s in after if c == killed_in[0] and s.startswith("train-")]
+    assert sorted(chain) == ["train-1-pretrain", "train-2-sft", "train-3-dpo", "train-4-dpo"]
     rows = json.loads((out / "leaderboard.json").read_text())
     assert len(rows) == 3 and all(r["n_items"] == 6 for r in rows)
-    dus_row = next(r for r in rows if r["recipe"].endswith("dus.yaml"))
-    assert (dus_row["id"], "dpo") in after
-    assert json.loads((out / "best" / "config.json").read_text())["num_hidden_layers"] in (30, 44)
+    model = out / "candidates" / killed_in[0] / "model"
+    history = json.loads((model / "merger_train.json").read_text())
+    assert [h["kind"] for h in history] == ["pretrain", "sft", "dpo", "dpo"]
+    assert history[0]["resumed_from"] == 2 and history[0]["steps"] == 4
+    assert history[0]["teacher"] == str(smollm2) and history[0]["perplexity"]["before"] > 0
+    steps = [str(out / "candidates" / killed_in[0] / f"step-{n}") for n in (2, 3)]
+    assert [h["base_model"] for h in history[2:]] == steps, "each step trains the last; DPO's reference is its input"
+    assert not (model.parent / "merged").exists() and not (model.parent / "step-1").exists()
+    assert json.loads((model / "config.json").read_text())["num_hidden_layers"] == 44
 
 
 def test_fresh_starts_over_but_never_under_a_running_sweep(tiny_models, tmp_path):

@@ -192,3 +192,54 @@ def test_a_search_runs_trials_in_parallel(cluster, tiny_models, tmp_path):
     assert any(a0 < b1 and b0 < a1 for i, (a0, a1) in enumerate(spans) for b0, b1 in spans[i + 1 :]), (
         "two trials were scored at the same time"
     )
+
+
+def test_a_worker_lost_at_start_up_is_replaced(cluster, tiny_models, tmp_path, monkeypatch):
+    """The first worker dies before it answers the shared-folder check: it is started again, and the sweep ends with
+    the local executor's leaderboard."""
+    from typer.testing import CliRunner
+
+    from merger.cli import app
+    from merger.sweep.executors import ray as executor
+
+    started = []
+
+    def start(self):
+        actor = original(self)
+        if not started:  # the first worker dies at once, as one killed while its libraries load
+            self.ray.kill(actor, no_restart=True)
+        started.append(actor)
+        return actor
+
+    original = executor.RayExecutor._start
+    monkeypatch.setattr(executor.RayExecutor, "_start", start)
+    path = recipe(tmp_path, tiny_models)
+    sweep(path, "--out", tmp_path / "local")
+    args = ["sweep", str(path), "--out", str(tmp_path / "ray"), "--device", "cpu", "--executor", "ray"]
+    result = CliRunner().invoke(app, [*args, "--ray-address", cluster, "--workers", "2"])
+    assert result.exit_code == 0, result.output + result.stderr
+    assert len(started) == 3, "two workers, the dead one started again"
+    assert leaderboard(tmp_path / "ray") == leaderboard(tmp_path / "local")
+
+
+def test_a_cluster_that_cannot_start_is_one_line(tiny_models, tmp_path, monkeypatch):
+    import ray
+    from typer.testing import CliRunner
+
+    from merger.cli import app
+
+    def timed_out(**kwargs):
+        raise RuntimeError("The current node timed out during startup. This could happen because some of the...")
+
+    monkeypatch.setattr(ray, "init", timed_out)
+    out = tmp_path / "o"
+    result = CliRunner().invoke(
+        app, ["sweep", str(recipe(tmp_path, tiny_models)), "--out", str(out), "--executor", "ray"]
+    )
+    assert result.exit_code == 2, result.output + result.stderr
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "a local Ray cluster could not be started or reached (The current node timed out" in line
+    assert "--executor local" in line and "Traceback" not in result.output + result.stderr
+    assert not (out / "candidates").exists()
+    db = sqlite3.connect(out / "journal.sqlite")
+    assert db.execute("SELECT COUNT(*) FROM candidates").fetchone()[0] == 0, "nothing journaled"

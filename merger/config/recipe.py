@@ -1,9 +1,9 @@
 """Recipe files: parsing, sweep-grid expansion and the SOLAR depth up-scaling shorthand.
 
 A recipe is either a plain mergekit config (accepted unchanged) or a merger recipe that wraps one under
-`merge:` and adds `sweep:` (and, for later stages, `dpo:`, `eval:`, `select:`). Sweep axes live only under
-`sweep:`, keyed by a dotted path into the recipe, so a list inside the mergekit config is always what
-mergekit says it is (a gradient) and never mistaken for an axis.
+`merge:` and adds `sweep:` (and, for later stages, `train:` or its one-step shorthand `dpo:`, `eval:`,
+`select:`). Sweep axes live only under `sweep:`, keyed by a dotted path into the recipe, so a list inside the
+mergekit config is always what mergekit says it is (a gradient) and never mistaken for an axis.
 """
 
 from __future__ import annotations
@@ -12,15 +12,16 @@ import copy
 import hashlib
 import itertools
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from merger.config.dpo import DPOSettings
+from merger.config.train import DPOSettings, TrainStep, inserted_layers, upscaled_from
 from merger.core.errors import Problem, UserError, problems_from
-from merger.core.hf import inspect_model
+from merger.core.hf import cache_root, inspect_model
 
 
 class DepthUpscale(BaseModel):
@@ -223,6 +224,15 @@ class SearchSettings(BaseModel):
     eta: int = Field(2, gt=1, description="Each slice eta times the last, up to eval.limit.")
 
 
+class RefineStage(BaseModel):
+    """One stage of `refine:`: the best `top` candidates of the stage before, each trained further into a child."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    top: int = Field(gt=0, description="How many of the stage before's best candidates it refines.")
+    train: list[TrainStep] = Field(min_length=1, description="The training steps each of them gets, in order.")
+
+
 class Recipe(BaseModel):
     """The file format users write. The mergekit config under `merge:` is kept as given and checked by the
     merge stage against mergekit itself."""
@@ -231,6 +241,11 @@ class Recipe(BaseModel):
 
     merge: dict[str, Any] | None = Field(None, description="A mergekit config, unchanged.")
     depth_upscale: DepthUpscale | None = Field(None, description="SOLAR-style depth up-scaling, instead of merge.")
+    upstream: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Named mergekit configs that `merge:` (or a later one) takes as inputs by name, as the documents "
+        "of a mergekit-multi file do; each is merged once, into a folder named by its content.",
+    )
     sweep: dict[str, list[Any]] = Field(
         default_factory=dict,
         description="Axes: a dotted path into the recipe (list indices allowed) -> the values it takes.",
@@ -246,7 +261,20 @@ class Recipe(BaseModel):
         description="Treat notes (keys and parameters mergekit ignores, values outside the "
         "range a method interpolates in) as errors.",
     )
-    dpo: DPOSettings | None = Field(None, description="Refine each merge with DPO.")
+    train: list[TrainStep] = Field(
+        default_factory=list,
+        description="Training steps after the merge, in order, each on the one before's output: `- pretrain: {...}` "
+        "(plain text), `- sft: {...}` (chat data), `- dpo: {...}` (preference pairs).",
+    )
+    dpo: DPOSettings | None = Field(
+        None, description="Shorthand for `train: [{dpo: ...}]`: refine each merge with DPO."
+    )
+    refine: list[RefineStage] = Field(
+        default_factory=list,
+        description="Stages after the sweep: each trains the best `top` candidates of the stage before (ranked on "
+        "the same items) into children, scored on those items too; a child is kept only when shown better than its "
+        "parent.",
+    )
     eval: EvalSettings = Field(default_factory=EvalSettings, description="What every candidate is scored on.")
     select: SelectSettings = Field(default_factory=SelectSettings, description="How the winner is chosen.")
     execute: ExecuteSettings = Field(default_factory=ExecuteSettings, description="Where the sweep's work runs.")
@@ -261,18 +289,33 @@ class Recipe(BaseModel):
         return sweep
 
 
+class Upstream(BaseModel):
+    """A named merge a candidate takes as an input: its config (names of earlier merges resolved to their folders)
+    and the folder it is merged into, named by that content."""
+
+    name: str = Field(description="Its name in the recipe (a mergekit-multi document's `name`).")
+    merge: dict[str, Any] = Field(description="Its mergekit config, inputs resolved.")
+    path: str = Field(description="The folder it is merged into: MERGER_HOME/merges/<name>-<content hash>.")
+
+
 class Candidate(BaseModel):
     """One point of a recipe's sweep grid, fully resolved: what gets merged, and how it was derived."""
 
-    id: str = Field(description="First 10 hex digits of SHA-256 of the resolved merge and DPO settings.")
+    id: str = Field(description="First 10 hex digits of SHA-256 of the resolved merge and training steps.")
     recipe_path: str = Field(description="The recipe file it came from.")
     params: dict[str, Any] = Field(description="Its sweep point: axis path -> value.")
     merge: dict[str, Any] = Field(description="The resolved mergekit config.")
+    upstream: list[Upstream] = Field(
+        default_factory=list, description="The named merges it takes as inputs, in the order they are made."
+    )
     trust_remote_code: bool = Field(False, description=Recipe.model_fields["trust_remote_code"].description)
     random_seed: int = Field(description="The seed its merge runs with: the recipe's, or derived from its id.")
     strict: bool = Field(False, description=Recipe.model_fields["strict"].description)
     notes: list[str] = Field(default_factory=list, description="What validation noted about it.")
-    dpo: DPOSettings | None = Field(None, description=Recipe.model_fields["dpo"].description)
+    train: list[TrainStep] = Field(default_factory=list, description=Recipe.model_fields["train"].description)
+    refine: list[RefineStage] = Field(default_factory=list, description=Recipe.model_fields["refine"].description)
+    parent: str | None = Field(None, description="A refined child's parent: the candidate it trained further.")
+    stage: int = Field(0, description="0 for the sweep's own candidates; k for a child of refine stage k.")
     eval: EvalSettings = Field(default_factory=EvalSettings, description=Recipe.model_fields["eval"].description)
     select: SelectSettings = Field(
         default_factory=SelectSettings, description=Recipe.model_fields["select"].description
@@ -313,13 +356,39 @@ def output_layers(merge: dict[str, Any]) -> int | None:
     return sum(s["sources"][0]["layer_range"][1] - s["sources"][0]["layer_range"][0] for s in slices)
 
 
+def _multi(path: Path, docs: list[Any]) -> dict[str, Any]:
+    """A mergekit-multi file: every document a mergekit config, the named ones made first and referred to by name.
+    Its final merge is the unnamed document (mergekit-multi's --out-path), else the last one."""
+    if not all(isinstance(d, dict) and "merge_method" in d for d in docs):
+        raise UserError.one(
+            str(path),
+            "",
+            "a file of several YAML documents must be a mergekit-multi file: each document a mergekit config",
+        )
+    unnamed = [i for i, d in enumerate(docs) if "name" not in d]
+    if len(unnamed) > 1:
+        raise UserError.one(
+            str(path), "name", "several documents have no name; mergekit-multi takes one unnamed (final) merge"
+        )
+    final = unnamed[0] if unnamed else len(docs) - 1
+    upstream: dict[str, dict[str, Any]] = {}
+    for number, doc in enumerate(docs):
+        if number != final:
+            name = str(doc["name"])
+            if name in upstream:
+                raise UserError.one(str(path), f"document {number + 1}", f"duplicate merge name '{name}'")
+            upstream[name] = {k: v for k, v in doc.items() if k != "name"}
+    return {"merge": {k: v for k, v in docs[final].items() if k != "name"}, "upstream": upstream}
+
+
 def read_recipe_file(path: str | Path) -> dict[str, Any]:
     """Read YAML; a bare mergekit config is wrapped as `merge:` so both spellings mean the same."""
     path = Path(path)
     if not path.is_file():
         raise UserError.one(str(path), "", "no such recipe file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
+        data = docs[0] if len(docs) == 1 else _multi(path, docs) if docs else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
@@ -339,6 +408,8 @@ def parse_recipe(path: str | Path, data: dict[str, Any]) -> Recipe:
         raise UserError(problems_from(exc, str(path), extra_hint=f"a recipe has {', '.join(SECTIONS)}")) from None
     if (recipe.merge is None) == (recipe.depth_upscale is None):
         raise UserError.one(str(path), "merge", "give exactly one of `merge:` (a mergekit config) or `depth_upscale:`")
+    if recipe.dpo is not None and recipe.train:
+        raise UserError.one(str(path), "dpo", "give DPO as the last step of `train:` (`- dpo: {...}`), not beside it")
     return recipe
 
 
@@ -378,15 +449,32 @@ def _model_layers(path: Path, ref: str) -> int:
         raise UserError.one(str(path), "depth_upscale.model", str(exc)) from None
 
 
-def candidate_id(merge: dict[str, Any], dpo: DPOSettings | None, random_seed: int | None = None) -> str:
-    """Stable across runs and machines: a changed recipe gives new ids, an unchanged one the same ids. DPO settings
-    count with their defaults filled in, so spelling a default out changes nothing; a seed counts when given."""
-    settings = dpo.model_dump(mode="json") if dpo is not None else None
-    content: dict[str, Any] = {"merge": merge, "dpo": settings}
+def candidate_id(merge: dict[str, Any], train: list[TrainStep], random_seed: int | None = None) -> str:
+    """Stable across runs and machines: a changed recipe gives new ids, an unchanged one the same ids. Training
+    settings count with their defaults filled in, so spelling a default out changes nothing; a seed counts when
+    given."""
+    content: dict[str, Any] = {"merge": merge, "dpo": None}
+    if train:
+        content = {"merge": merge, "train": [step.dump() for step in train]}
     if random_seed is not None:
         content["random_seed"] = random_seed
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:10]
+
+
+def child(parent: Candidate, stage: int) -> Candidate:
+    """Refine stage `stage`'s child of `parent`: the same merge (and seed), its training steps and the stage's; its
+    id is built over the parent's id and the stage's steps."""
+    steps = parent.refine[stage - 1].train
+    key = json.dumps([parent.id, [step.dump() for step in steps]], sort_keys=True, separators=(",", ":"))
+    return parent.model_copy(
+        update={
+            "id": hashlib.sha256(key.encode()).hexdigest()[:10],
+            "train": parent.train + steps,
+            "parent": parent.id,
+            "stage": stage,
+        }
+    )
 
 
 def seed_from_id(cid: str) -> int:
@@ -415,21 +503,118 @@ def _point(path: Path, base: dict[str, Any], params: dict[str, Any], random_seed
         merge = dus.to_mergekit(layers)
     else:
         merge = point_recipe.merge or {}
+    train = point_recipe.train or ([TrainStep(dpo=point_recipe.dpo)] if point_recipe.dpo else [])
+    _check_steps(path, merge, steps_of(train, point_recipe.refine))
+    merge, content, upstream = _upstream(path, point_recipe.upstream, merge)
     seed = random_seed if random_seed is not None else point_recipe.random_seed
-    cid = candidate_id(merge, point_recipe.dpo, seed)
+    cid = candidate_id(content, train, seed)
     return Candidate(
         id=cid,
         recipe_path=str(path),
         params=dict(params),
         merge=merge,
+        upstream=upstream,
         trust_remote_code=point_recipe.trust_remote_code,
         random_seed=seed if seed is not None else seed_from_id(cid),
         strict=point_recipe.strict,
-        dpo=point_recipe.dpo,
+        train=train,
+        refine=point_recipe.refine,
         eval=point_recipe.eval,
         select=point_recipe.select,
         execute=point_recipe.execute,
     )
+
+
+REF_KEYS = ("model", "base_model", "tokenizer_source", "source")  # where a mergekit config names a model
+
+
+def _refs(node: Any) -> Iterator[tuple[str, str]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in REF_KEYS and isinstance(value, str):
+                yield key, value
+            elif key != "parameters":
+                yield from _refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _refs(value)
+
+
+def _substitute(node: Any, names: dict[str, str]) -> Any:
+    """`node` with every model reference to a named merge (`name`, or `name+lora`) replaced by names[name]."""
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            if key in REF_KEYS and isinstance(value, str) and value.split("+")[0] in names:
+                base, plus, lora = value.partition("+")
+                out[key] = names[base] + plus + lora
+            else:
+                out[key] = value if key == "parameters" else _substitute(value, names)
+        return out
+    if isinstance(node, list):
+        return [_substitute(value, names) for value in node]
+    return node
+
+
+def _upstream(
+    path: Path, upstream: dict[str, dict[str, Any]], merge: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any], list[Upstream]]:
+    """(the merge with named inputs resolved to their folders, the same with them resolved to their content hashes
+    (what the candidate id is made of, the same on every machine), the named merges it needs in the order they are
+    made). A named merge's folder is named by its content, its inputs' contents included: a changed upstream
+    document changes exactly the folders of what depends on it."""
+    if not upstream:
+        return merge, merge, []
+    needs = {name: {r.split("+")[0] for _, r in _refs(doc)} & set(upstream) for name, doc in upstream.items()}
+    order: list[str] = []
+
+    def visit(name: str, trail: list[str]) -> None:
+        if name in trail:
+            raise UserError.one(str(path), f"upstream.{name}", "refers to itself: " + " -> ".join(trail + [name]))
+        if name not in order:
+            for before in sorted(needs[name]):
+                visit(before, trail + [name])
+            order.append(name)
+
+    for name in sorted({r.split("+")[0] for _, r in _refs(merge)} & set(upstream)):
+        visit(name, [])
+    folders, hashes, made = {}, {}, []
+    for name in order:
+        digest = hashlib.sha256(
+            json.dumps(_substitute(upstream[name], hashes), sort_keys=True, default=str).encode()
+        ).hexdigest()[:12]
+        hashes[name] = f"@{name}-{digest}"
+        folders[name] = str(cache_root() / "merges" / f"{name}-{digest}")
+        made.append(Upstream(name=name, merge=_substitute(upstream[name], folders), path=folders[name]))
+    return _substitute(merge, folders), _substitute(merge, hashes), made
+
+
+def steps_of(train: list[TrainStep], refine: list[RefineStage]) -> list[tuple[str, TrainStep]]:
+    """Every training step a recipe names, with where it is: `train.N.kind`, `refine.N.train.M.kind`."""
+    found = [(f"train.{n}.{step.kind}", step) for n, step in enumerate(train)]
+    for n, stage in enumerate(refine):
+        found += [(f"refine.{n}.train.{m}.{step.kind}", step) for m, step in enumerate(stage.train)]
+    return found
+
+
+def _check_steps(path: Path, merge: dict[str, Any], steps: list[tuple[str, TrainStep]]) -> None:
+    """What a training step needs from the merge before it: repeated layers for `layers: inserted`, a single
+    up-scaled model for a distillation teacher left to its default."""
+    problems = []
+    for where, step in steps:
+        settings = step.settings
+        if settings.layers == "inserted" and not inserted_layers(merge):
+            problems.append(
+                Problem(str(path), f"{where}.layers", "'inserted' needs a depth up-scale (layers repeated)")
+            )
+        if getattr(settings, "distill", False) and not settings.teacher and upscaled_from(merge) is None:
+            problems.append(
+                Problem(
+                    str(path), f"{where}.teacher", "distill needs a teacher (it defaults only for a depth up-scale)"
+                )
+            )
+    if problems:
+        raise UserError(problems)
 
 
 def _base(path: Path) -> tuple[Recipe, dict[str, Any]]:

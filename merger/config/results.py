@@ -1,7 +1,7 @@
 """The files merger writes, as typed models: every reader parses them through these, never by key.
 
 - `merger_candidate.json` is `recipe.Candidate`;
-- `merger_dpo.json` is `DPORun`, `dpo_metrics.jsonl` one `TrainLogRecord` a line;
+- `merger_train.json` is `TrainHistory` (a `TrainRun` per step), `train_metrics.jsonl` one `TrainLogRecord` a line;
 - `merger eval --json` is `EvalSummary` (a `TaskScore` per task), `--items` one `ItemRecord` a line;
 - `merger_scores.json` (what a card publishes) is `Scores`;
 - `sweep.json` is `SweepMeta`, `leaderboard.json` a list of `LeaderboardRow`;
@@ -12,64 +12,89 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, model_serializer, model_validator
 
-from merger.config.dpo import DPOSettings
 from merger.config.recipe import EvalSettings, SelectSettings
+from merger.config.train import DPOSettings, SFTSettings
 
 
-# --- DPO -------------------------------------------------------------------------------------------------------
-class PairData(BaseModel):
-    """What was read from the preference data and what was kept."""
+# --- training --------------------------------------------------------------------------------------------------
+class TrainData(BaseModel):
+    """What was read from the training data and what was kept."""
 
     source: str = Field(description="The data as given: a file or a hub dataset id.")
     fingerprint: str = Field(description="SHA-256 (16 hex digits) of every row read: identifies the exact data.")
-    pairs_read: int = Field(description="Rows in the data.")
-    pairs_used: int = Field(description="Pairs trained on.")
-    dropped: dict[str, int] = Field(default_factory=dict, description="Pairs dropped, by reason.")
-    truncated: int = Field(0, description="Pairs over max_length left for trl to truncate.")
+    rows_read: int = Field(description="Rows in the data.")
+    rows_used: int = Field(description="Rows trained on.")
+    dropped: dict[str, int] = Field(default_factory=dict, description="Rows dropped, by reason.")
+    truncated: int = Field(0, description="Rows over max_length left for trl to truncate.")
     contamination_examples: list[dict[str, Any]] = Field(
-        default_factory=list, description="Up to 20 contaminated pairs: row, task and item matched."
+        default_factory=list, description="Up to 20 contaminated rows: row, task and item matched."
     )
 
 
 class Decontamination(BaseModel):
-    """13-gram overlap between the preference pairs and the eval tasks' test items."""
+    """13-gram overlap between the training rows and the eval tasks' test items."""
 
-    checked: int = Field(0, description="Pairs checked.")
-    matched: int = Field(0, description="Pairs sharing a 13-gram with a test item.")
-    dropped: int = Field(0, description="Matched pairs dropped (with decontaminate).")
+    checked: int = Field(0, description="Rows checked.")
+    matched: int = Field(0, description="Rows sharing a 13-gram with a test item.")
+    dropped: int = Field(0, description="Matched rows dropped (with decontaminate).")
     against: list[str] = Field(default_factory=list, description="Tasks checked against.")
-    by_task: dict[str, int] = Field(default_factory=dict, description="Matched pairs per task.")
+    by_task: dict[str, int] = Field(default_factory=dict, description="Matched rows per task.")
 
 
-class DPORun(BaseModel):
-    """`merger_dpo.json`: how a model was refined."""
+class Perplexity(BaseModel):
+    """Held-out perplexity (exp of the mean token cross-entropy) of the model trained, before and after."""
 
-    base_model: str = Field(description="The folder that was refined.")
-    settings: DPOSettings = Field(description="The settings, defaults filled in.")
+    source: str = Field(description="The held-out text file.")
+    texts: int = Field(description="Texts measured.")
+    tokens: int = Field(description="Tokens predicted.")
+    before: float = Field(description="The input model's perplexity.")
+    after: float = Field(description="The trained model's perplexity.")
+
+
+class TrainRun(BaseModel):
+    """One training step of `merger_train.json` (a list, oldest first: a chain's output carries every step)."""
+
+    kind: Literal["pretrain", "sft", "dpo"] = Field(description="Which trainer: continued pretraining, SFT or DPO.")
+    base_model: str = Field(description="The folder that was trained (and, for DPO, the reference model).")
+    settings: SFTSettings | DPOSettings = Field(description="The settings, defaults filled in.")
     learning_rate: float = Field(description="The learning rate used (settings.lr, or its default).")
     device: str = Field(description="cpu or cuda.")
     steps: int = Field(description="Optimizer steps taken.")
-    train_runtime: float | None = Field(None, description="Seconds trl spent training.")
-    data: PairData = Field(description=PairData.__doc__)
+    resumed_from: int | None = Field(None, description="The checkpoint's step an interrupted run resumed from.")
+    train_runtime: float | None = Field(None, description="Seconds trl spent training (in its last session).")
+    trainable: int = Field(description="Parameters trained (LoRA's adapters, or the model's own with full).")
+    layers: list[int] | None = Field(None, description="The decoder layers trained (None: all).")
+    teacher: str | None = Field(None, description="Distillation: the teacher model.")
+    first_loss: float | None = Field(None, description="The loss at the first logged step.")
+    last_loss: float | None = Field(None, description="The loss at the last logged step.")
+    data: TrainData = Field(description=TrainData.__doc__)
     decontamination: Decontamination = Field(description=Decontamination.__doc__)
+    perplexity: Perplexity | None = Field(None, description=Perplexity.__doc__)
+
+
+class TrainHistory(RootModel[list[TrainRun]]):
+    """`merger_train.json`: every training step a model went through, oldest first."""
 
 
 class TrainLogRecord(BaseModel):
-    """One logging step of `dpo_metrics.jsonl` (trl's names; a resumed run appends, readers keep the last)."""
+    """One logging step of `train_metrics.jsonl` (trl's names; a resumed run appends, readers keep the last)."""
 
     model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
 
     step: int = Field(description="Optimizer step.")
-    loss: float = Field(description="DPO loss.")
-    accuracies: float | None = Field(None, alias="rewards/accuracies", description="Share of pairs ranked right.")
-    margins: float | None = Field(None, alias="rewards/margins", description="Chosen minus rejected reward.")
-    chosen: float | None = Field(None, alias="rewards/chosen", description="Reward of the chosen completions.")
-    rejected: float | None = Field(None, alias="rewards/rejected", description="Reward of the rejected ones.")
+    loss: float = Field(description="The trainer's loss.")
     learning_rate: float | None = Field(None, description="Learning rate at this step.")
-    logps_chosen: float | None = Field(None, alias="logps/chosen", description="Log-probability of chosen.")
-    logps_rejected: float | None = Field(None, alias="logps/rejected", description="Log-probability of rejected.")
+    mean_token_accuracy: float | None = Field(None, description="SFT: share of tokens predicted right.")
+    ce: float | None = Field(None, description="Distillation: the cross-entropy term.")
+    kl: float | None = Field(None, description="Distillation: the KL term (times temperature squared).")
+    accuracies: float | None = Field(None, alias="rewards/accuracies", description="DPO: share of pairs ranked right.")
+    margins: float | None = Field(None, alias="rewards/margins", description="DPO: chosen minus rejected reward.")
+    chosen: float | None = Field(None, alias="rewards/chosen", description="DPO: reward of the chosen completions.")
+    rejected: float | None = Field(None, alias="rewards/rejected", description="DPO: reward of the rejected ones.")
+    logps_chosen: float | None = Field(None, alias="logps/chosen", description="DPO: log-probability of chosen.")
+    logps_rejected: float | None = Field(None, alias="logps/rejected", description="DPO: log-probability of rejected.")
 
 
 # --- evaluation ------------------------------------------------------------------------------------------------
@@ -234,6 +259,8 @@ class Scores(BaseModel):
 class SweepCandidate(BaseModel):
     recipe: str = Field(description="The recipe file.")
     params: dict[str, Any] = Field(description="The sweep point.")
+    parent: str | None = Field(None, description="A refined child's parent.")
+    stage: int = Field(0, description="0 for the sweep's own candidates; k for a child of refine stage k.")
 
 
 class SweepMeta(BaseModel):
@@ -300,6 +327,17 @@ class LeaderboardRow(BaseModel):
     id: str = Field(description="Candidate id.")
     recipe: str = Field(description="Its recipe file.")
     params: dict[str, Any] = Field(description="Its sweep point.")
+    train: list[str] = Field(default_factory=list, description="The training steps after its merge, in order.")
+    stage: int = Field(0, description="0 for the sweep's own candidates; k for a child of refine stage k.")
+    parent: str | None = Field(None, description="A refined child's parent (the candidate it trained further).")
+    vs_parent: tuple[float, float] | None = Field(
+        None,
+        description="A child's anytime-valid bounds on its signal score minus its parent's, on the items both have, "
+        "at select.confidence (shared by the children's comparisons).",
+    )
+    beats_parent: bool | None = Field(
+        None, description="A child shown better than its parent (lower bound above 0); one that is not is never kept."
+    )
     score: float = Field(description="The headline metric on the selection items (mean over tasks, or one task's).")
     ci: tuple[float, float] = Field(description="Bootstrap 95% confidence interval of the score.")
     signal: float | None = Field(None, description="The deciding signal's score (the metric's, or the mean p_gold).")
@@ -320,7 +358,7 @@ class CandidateRow(BaseModel):
     id: str = Field(description="Candidate id.")
     recipe: str = Field(description="Its recipe file.")
     params: dict[str, Any] = Field(description="Its sweep point.")
-    config: dict[str, Any] = Field(description="The resolved merge and dpo sections, and the merge's seed.")
+    config: dict[str, Any] = Field(description="The resolved merge, its training steps, and the merge's seed.")
     notes: list[str] = Field(default_factory=list, description="What validation noted about it.")
 
 
@@ -328,13 +366,13 @@ class StageRow(BaseModel):
     """The journal's record of one stage of one candidate."""
 
     candidate: str = Field(description="Candidate id.")
-    stage: str = Field(description="merge, dpo, save, or eval-<split>-<settings>-<offset>-<limit>.")
+    stage: str = Field(description="merge, train-<n>-<kind>, save, or eval-<split>-<settings>-<offset>-<limit>.")
     status: Literal["running", "done"] = Field(description="'running' from start until committed.")
     started: float | None = Field(None, description="Unix time of the last start.")
     finished: float | None = Field(None, description="Unix time it finished.")
     seconds: float | None = Field(None, description="How long the last run took.")
     path: str | None = Field(None, description="What it wrote, if anything.")
-    result: Any = Field(None, description="What it returned (an EvalSummary, a DPORun, ...).")
+    result: Any = Field(None, description="What it returned (an EvalSummary, a TrainRun, ...).")
     runs: int = Field(0, description="Times it was started: more than 1 means it was redone.")
 
 

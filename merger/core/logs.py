@@ -8,6 +8,7 @@ lost), with Python warnings routed through logging so they land there too.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import warnings
@@ -28,17 +29,27 @@ LIBRARIES = (
 )
 
 
+_TQDM_INIT: list = []  # tqdm's own __init__ while bars are off
+
+
 def _progress_bars(enabled: bool) -> None:
     """The libraries' own tqdm bars (weights loading, dataset maps, downloads)."""
     import datasets
     import huggingface_hub.utils
+    import tqdm.std
     import transformers.utils.logging as hf_logging
 
-    # Plain tqdm bars (lm-eval's request loops) read TQDM_DISABLE when they start.
+    # Plain tqdm bars (lm-eval's request loops): tqdm reads TQDM_DISABLE once, when it is imported, so the bars
+    # of this process are turned off by default here (a bar that asks to be shown still is), and child processes
+    # read the variable.
     if enabled:
         os.environ.pop("TQDM_DISABLE", None)
+        tqdm.std.tqdm.__init__ = _TQDM_INIT.pop() if _TQDM_INIT else tqdm.std.tqdm.__init__
     else:
         os.environ["TQDM_DISABLE"] = "1"
+        if not _TQDM_INIT:
+            _TQDM_INIT.append(vars(tqdm.std.tqdm)["__init__"])
+            tqdm.std.tqdm.__init__ = functools.partialmethod(tqdm.std.tqdm.__init__, disable=True)
     if enabled:
         hf_logging.enable_progress_bar()
         datasets.enable_progress_bars()

@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 
 import yaml
 
-from merger.config.recipe import Candidate
+from merger.config.recipe import Candidate, seed_from_id
 from merger.core.atomic import atomic_output_dir, ensure_target_free
 from merger.core.device import resolve_device
 from merger.core.hf import cache_root, parse_size
@@ -37,6 +37,7 @@ def merge_to_disk(
 
     out = Path(out)
     ensure_target_free(out, force)
+    make_upstream(candidate, device, trust_remote_code, lora_merge_cache)
     options = _options(
         candidate,
         device,
@@ -57,6 +58,31 @@ def merge_to_disk(
         run_merge(config, str(tmp), options=options)
         write_provenance(candidate, tmp)
     return out
+
+
+def make_upstream(
+    candidate: Candidate, device: str, trust_remote_code: bool = False, lora_merge_cache: Path | None = None
+) -> None:
+    """The named merges a candidate takes as inputs (a mergekit-multi file's documents), each made once: a folder
+    named by its content is complete once it exists (written beside and renamed into place)."""
+    for named in candidate.upstream:
+        folder = Path(named.path)
+        if (folder / "config.json").exists():
+            continue
+        config = candidate.model_copy(
+            update={"merge": named.merge, "upstream": [], "params": {}, "random_seed": seed_from_id(folder.name[-10:])}
+        )
+        try:
+            merge_to_disk(
+                config,
+                folder,
+                device=device,
+                trust_remote_code=trust_remote_code,
+                quiet=True,
+                lora_merge_cache=lora_merge_cache,
+            )
+        except FileExistsError:  # another worker made it first
+            pass
 
 
 def _options(candidate: Candidate, device: str, trust_remote_code: bool, lora_merge_cache: Path | None, **more):
@@ -153,6 +179,7 @@ def merge_in_memory(
 
     if not in_memory_supported(candidate):
         raise ValueError("vocabulary surgery (tokenizer_source / tokenizer) is only supported by merge_to_disk")
+    make_upstream(candidate, device, trust_remote_code, lora_merge_cache)
     config = MergeConfiguration.model_validate(candidate.merge)
     options = _options(candidate, device, trust_remote_code, lora_merge_cache, quiet=True)
     set_seed(options.random_seed)  # as run_merge does, first

@@ -8,15 +8,17 @@ such a config into one line naming the file, the field and the cause.
 from __future__ import annotations
 
 import difflib
+import functools
 import types
 import typing
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from merger.config.recipe import Candidate
+from merger.config.recipe import Candidate, output_layers
 from merger.core.errors import Problem, problems_from
 from merger.core.hf import ModelInfo, inspect_adapter, inspect_model, model_path
 
@@ -167,6 +169,24 @@ def _architecture_problem(info: ModelInfo, trusted: bool) -> str | None:
     )
 
 
+def _looks_like(first: str, layers: int | None, before: dict[str, Callable[[], ModelInfo]]) -> ModelInfo:
+    base = before[first]() if first in before else inspect_model(first)
+    return replace(base, config={**base.config, "num_hidden_layers": layers}) if layers else base
+
+
+def _stand_ins(candidate: Candidate) -> dict[str, Callable[[], ModelInfo]]:
+    """What a named merge not made yet looks like to the checks: its base model (else its first input) as it will
+    come out, with the layers a passthrough stack gives it."""
+    found: dict[str, Callable[[], ModelInfo]] = {}
+    for named in candidate.upstream:
+        if not (Path(named.path) / "config.json").exists():
+            first = named.merge.get("base_model") or next(ref for _, ref in model_refs(named.merge))
+            found[named.path] = functools.partial(
+                _looks_like, model_path(first), output_layers(named.merge), dict(found)
+            )
+    return found
+
+
 def check_merge(candidate: Candidate, allow_pickle: bool = False, trust_remote_code: bool = False) -> Report:
     """Everything mergekit would fail on, or silently get wrong, as one line per fault."""
     from mergekit.common import dtype_from_name
@@ -242,11 +262,12 @@ def check_merge(candidate: Candidate, allow_pickle: bool = False, trust_remote_c
     infos: dict[str, ModelInfo] = {}
     trusted = trust_remote_code or candidate.trust_remote_code
     adapters = set()
+    stand_ins = _stand_ins(candidate)
     for where, ref in model_refs(merge):
         path = model_path(ref)
         if path not in infos:
             try:
-                info = inspect_model(ref)
+                info = stand_ins[path]() if path in stand_ins else inspect_model(ref)
             except LookupError as exc:
                 problem(where, str(exc))
                 infos[path] = None  # type: ignore[assignment]

@@ -1,5 +1,5 @@
 """The model card a submission needs: YAML front matter (base models, tags, license, datasets, model-index) and a
-body with the merge recipe, the DPO settings and data, and the quick-eval table.
+body with the merge recipe, each training step's settings and data ("how it was made"), and the quick-eval table.
 
 A card says only what is true of its folder. A merge (a `mergekit_config.yml` beside the weights) is called one,
 with its license derived from its inputs' cards; any other folder keeps what its existing card states (license,
@@ -16,7 +16,8 @@ import yaml
 from pydantic import ValidationError
 
 from merger.config.recipe import input_models
-from merger.config.results import DPORun, EvalSummary, Scores, TaskResult
+from merger.config.results import EvalSummary, Scores, TaskResult, TrainHistory, TrainRun
+from merger.config.train import LABELS
 from merger.core.atomic import atomic_write
 from merger.core.errors import UserError
 from merger.core.hf import card_body, front_matter, hub_card, require_model_folder
@@ -27,7 +28,7 @@ ORIGINAL = "## Original model card"
 
 
 def inputs_of(model_dir: Path) -> list[str]:
-    """The models this one was merged from (a DPO output carries its merge's config along); [] for no merge."""
+    """The models this one was merged from (a trained output carries its merge's config along); [] for no merge."""
     config_path = Path(model_dir) / "mergekit_config.yml"
     if not config_path.exists():
         return []
@@ -38,11 +39,11 @@ def _as_list(value: Any) -> list[str]:
     return [str(v) for v in (value if isinstance(value, list) else [value] if value else [])]
 
 
-def _read(model_dir: Path) -> tuple[DPORun | None, Scores | None]:
-    dpo_path, scores_path = model_dir / "merger_dpo.json", model_dir / "merger_scores.json"
-    dpo = DPORun.model_validate_json(dpo_path.read_text()) if dpo_path.exists() else None
+def _read(model_dir: Path) -> tuple[list[TrainRun], Scores | None]:
+    steps_path, scores_path = model_dir / "merger_train.json", model_dir / "merger_scores.json"
+    steps = TrainHistory.model_validate_json(steps_path.read_text()).root if steps_path.exists() else []
     scores = Scores.model_validate_json(scores_path.read_text()) if scores_path.exists() else None
-    return dpo, scores
+    return steps, scores
 
 
 def _license(refs: list[str], cards: dict[str, dict], existing: dict) -> tuple[str, list[str]]:
@@ -72,7 +73,8 @@ def build_card(model_dir: Path, name: str | None = None) -> tuple[str, list[str]
     existing = front_matter(model_dir / "README.md")
     own_card = MERGER_TAG in _as_list(existing.get("tags"))  # written by merger: regenerated, not kept
     refs = inputs_of(model_dir)
-    dpo, scores = _read(model_dir)
+    steps, scores = _read(model_dir)
+    kinds = list(dict.fromkeys(step.kind for step in steps))
     cards = {ref: hub_card(ref) for ref in refs}
     license_id, warnings = _license(refs, cards, {} if own_card and refs else existing)
 
@@ -82,9 +84,9 @@ def build_card(model_dir: Path, name: str | None = None) -> tuple[str, list[str]
         )
         tags = ["merge", "mergekit", MERGER_TAG]
     else:
-        base_models = _as_list(existing.get("base_model")) or ([dpo.base_model] if dpo else [])
-        tags = [t for t in _as_list(existing.get("tags")) if t not in ("dpo", "trl", MERGER_TAG)] + [MERGER_TAG]
-    tags += ["dpo", "trl"] if dpo else []
+        base_models = _as_list(existing.get("base_model")) or ([steps[0].base_model] if steps else [])
+        tags = [t for t in _as_list(existing.get("tags")) if t not in (*LABELS, "trl", MERGER_TAG)] + [MERGER_TAG]
+    tags += [*kinds, "trl"] if steps else []
     meta: dict[str, Any] = {}
     if base_models:
         meta["base_model"] = base_models
@@ -92,8 +94,7 @@ def build_card(model_dir: Path, name: str | None = None) -> tuple[str, list[str]
         {"library_name": "transformers", "tags": tags, "license": license_id, "pipeline_tag": "text-generation"}
     )
     datasets = _as_list(existing.get("datasets"))
-    if dpo and not Path(dpo.data.source).exists():
-        datasets.append(dpo.data.source)
+    datasets += [step.data.source for step in steps if not Path(step.data.source).exists()]
     if datasets:
         meta["datasets"] = list(dict.fromkeys(datasets))
     if scores:
@@ -103,7 +104,7 @@ def build_card(model_dir: Path, name: str | None = None) -> tuple[str, list[str]
     if refs:
         body += [
             "A merge of pre-trained language models, made with [mergekit](https://github.com/arcee-ai/mergekit) "
-            "through merger" + (" and refined with DPO (trl)." if dpo else "."),
+            "through merger" + (f", then trained with trl ({_chain(steps)})." if steps else "."),
             "",
             "## Merge recipe",
             "",
@@ -114,14 +115,14 @@ def build_card(model_dir: Path, name: str | None = None) -> tuple[str, list[str]
             "```",
             "",
         ]
-    elif dpo:
-        body += [f"`{dpo.base_model}` refined with DPO (trl) by merger.", ""]
-    if dpo:
-        body += _dpo_section(dpo)
+    elif steps:
+        body += [f"`{steps[0].base_model}` trained with trl by merger ({_chain(steps)}).", ""]
+    if steps:
+        body += _training_section(steps)
     if scores:
         body += _scores_section(scores)
-    if refs or dpo:
-        body += _reproduce(model_dir, refs, dpo)
+    if refs or steps:
+        body += _reproduce(model_dir, refs, steps)
     original = card_body(model_dir / "README.md")
     if own_card:  # a card merger wrote keeps the original text it carried
         original = original.split(ORIGINAL, 1)[1].strip() if ORIGINAL in original else ""
@@ -131,21 +132,36 @@ def build_card(model_dir: Path, name: str | None = None) -> tuple[str, list[str]
     return text, warnings
 
 
-def _dpo_section(dpo: DPORun) -> list[str]:
-    d, c, s = dpo.data, dpo.decontamination, dpo.settings
-    method = "full fine-tuning" if s.full else f"LoRA r={s.lora_r} alpha={s.lora_alpha}, merged back"
-    dropped = ", ".join(f"{reason}: {n}" for reason, n in d.dropped.items()) or "none"
-    return [
-        "## DPO",
-        "",
-        f"- Method: {method}; beta {s.beta}, loss `{s.loss_type}`, learning rate "
-        f"{dpo.learning_rate}, {dpo.steps} steps, max length {s.max_length}.",
-        f"- Data: `{d.source}` (fingerprint `{d.fingerprint}`), {d.pairs_used} of {d.pairs_read} "
-        f"pairs used; dropped: {dropped}; truncated: {d.truncated}.",
-        f"- Decontamination (13-gram overlap with the test items of {', '.join(c.against)}): "
-        f"{c.checked} pairs checked, {c.matched} matched, {c.dropped} dropped.",
-        "",
-    ]
+def _chain(steps: list[TrainRun]) -> str:
+    return " -> ".join(LABELS[step.kind] for step in steps)
+
+
+def _training_section(steps: list[TrainRun]) -> list[str]:
+    """How it was made: one paragraph per training step, in order."""
+    lines = ["## Training", ""]
+    for number, run in enumerate(steps, 1):
+        d, c, s = run.data, run.decontamination, run.settings
+        method = "full fine-tuning" if s.full else f"{'QLoRA' if s.qlora else 'LoRA'} r={s.lora_r} alpha={s.lora_alpha}"
+        method += f" on layers {s.layers}" if s.layers else ""
+        method += (
+            f", distilled from `{run.teacher}` (KL weight {s.kl_weight}, T={s.temperature})" if run.teacher else ""
+        )
+        if run.kind == "dpo":
+            method += f"; beta {s.beta}, loss `{s.loss_type}`"
+        dropped = ", ".join(f"{reason}: {n}" for reason, n in d.dropped.items()) or "none"
+        lines += [
+            f"{number}. **{LABELS[run.kind]}** of `{run.base_model}`: {method}; learning rate {run.learning_rate}, "
+            f"{run.steps} steps, max length {s.max_length}.",
+            f"   Data: `{d.source}` (fingerprint `{d.fingerprint}`), {d.rows_used} of {d.rows_read} rows used; "
+            f"dropped: {dropped}; truncated: {d.truncated}. Decontamination (13-gram overlap with the test items of "
+            f"{', '.join(c.against) or 'no tasks'}): {c.checked} checked, {c.matched} matched, {c.dropped} dropped.",
+        ]
+        if run.perplexity:
+            p = run.perplexity
+            lines.append(
+                f"   Held-out perplexity on `{p.source}` ({p.texts} texts): {p.before:.3f} before, {p.after:.3f} after."
+            )
+    return lines + [""]
 
 
 def _scores_section(scores: Scores) -> list[str]:
@@ -174,14 +190,19 @@ def _scores_section(scores: Scores) -> list[str]:
     return lines + [""]
 
 
-def _reproduce(model_dir: Path, refs: list[str], dpo: DPORun | None) -> list[str]:
-    if refs:
-        recipe = "merger_recipe.yaml" if (model_dir / "merger_recipe.yaml").exists() else "mergekit_config.yml"
-        command = f"merger sweep {recipe} --out sweep   # or: merger merge {recipe} --out merged" + (
-            " && merger dpo merged --data ... --out refined" if dpo else ""
-        )
+def _reproduce(model_dir: Path, refs: list[str], steps: list[TrainRun]) -> list[str]:
+    """The commands that make this folder again: the merge (or the sweep), then each training step."""
+    verbs = {"pretrain": "train", "sft": "train", "dpo": "dpo"}
+    recipe = "merger_recipe.yaml" if (model_dir / "merger_recipe.yaml").exists() else "mergekit_config.yml"
+    if refs and not steps:
+        command = f"merger sweep {recipe} --out sweep   # or: merger merge {recipe} --out merged"
     else:
-        command = f"merger dpo {dpo.base_model} --data {dpo.data.source} --out refined"
+        commands = [f"merger merge {recipe} --out step-0"] if refs else []
+        model = "step-0" if refs else steps[0].base_model
+        for number, run in enumerate(steps, 1):
+            commands.append(f"merger {verbs[run.kind]} {model} --data {run.data.source} --out step-{number}")
+            model = f"step-{number}"
+        command = " && \\\n  ".join(commands)
     return ["## Reproduce", "", "```bash", command, "```", ""]
 
 

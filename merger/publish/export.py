@@ -18,8 +18,8 @@ CARRIED = (
     "mergekit_config.yml",
     "merger_recipe.yaml",
     "merger_candidate.json",
-    "merger_dpo.json",
-    "dpo_metrics.jsonl",
+    "merger_train.json",
+    "train_metrics.jsonl",
     "merger_scores.json",
 )
 

@@ -1,56 +1,52 @@
-"""The work a sweep does to one candidate, as plain functions of their inputs: merge it, refine it, score it.
+"""The work a sweep does to one candidate, as plain functions of their inputs: merge it, train it, score it.
 
 Each returns a typed result and never touches the journal; the driver (`run.py`) records what they return.
 A `Unit` is one such piece of work as data (picklable, so an executor can ship it to another process or machine),
-and `perform` does it wherever it lands. `refine` is also `merger dpo`: it wires the eval stage's test items into
-the DPO stage's contamination check.
+and `perform` does it wherever it lands. `train_model` is also `merger train` and `merger dpo`: it wires the eval
+stage's test items into the training stage's contamination check.
 """
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from merger.config.dpo import DPOSettings
 from merger.config.recipe import Candidate, EvalSettings
-from merger.config.results import DPORun, EvalSummary, ItemRow, TaskResult, TaskScore
+from merger.config.results import EvalSummary, ItemRow, TaskResult, TaskScore, TrainRun
+from merger.config.train import TrainSettings
 from merger.core.device import compute_dtype, release, resolve_device
 from merger.core.errors import UserError
-from merger.dpo.train import run_dpo
 from merger.evaluate.documents import reference_texts
 from merger.evaluate.evaluator import evaluate, make_lm, stderr
 from merger.evaluate.model import load_model
 from merger.merge.run import folder_digest, merge_in_memory, merge_to_disk
 from merger.sweep.plan import check_disk
+from merger.train.run import train
+from merger.train.sft import kind_of
 
 
-def refine(
+def train_model(
     model_dir: Path,
-    settings: DPOSettings,
+    kind: str | None,
+    settings: TrainSettings,
     out: Path,
     *,
     device: str = "auto",
     force: bool = False,
     show_progress: bool = True,
-) -> DPORun:
-    """DPO on `model_dir` into `out`, the preference pairs checked against the eval tasks' test items."""
+) -> TrainRun:
+    """Train `model_dir` into `out` (`kind`: pretrain, sft or dpo; None: pretrain or sft, as the data is plain text
+    or chat), the rows checked against the eval tasks' items."""
+    kind = kind or kind_of(settings.data)
     references = reference_texts(settings.against, settings.data_dir, settings.include_path)
-    return run_dpo(model_dir, settings, out, references, device=device, force=force, show_progress=show_progress)
+    return train(model_dir, kind, settings, out, references, device=device, force=force, show_progress=show_progress)
 
 
 def materialize(candidate: Candidate, target: Path, device: str, lora_merge_cache: Path | None = None) -> Path:
     """The candidate's merge, written to `target` (checked for disk space first)."""
     check_disk(candidate, target.parent)
     return merge_to_disk(candidate, target, device=device, force=True, quiet=True, lora_merge_cache=lora_merge_cache)
-
-
-def refine_candidate(candidate: Candidate, merged: Path, refined: Path, device: str) -> DPORun:
-    """The candidate's DPO stage: `merged` refined into `refined`, then `merged` removed."""
-    run = refine(merged, candidate.dpo, refined, device=device, force=True)
-    shutil.rmtree(merged, ignore_errors=True)
-    return run
 
 
 def live(
@@ -120,13 +116,15 @@ class Unit:
 
     candidate: Candidate
     stage: str  # its name in the journal
-    job: Literal["merge", "dpo", "score", "save"]
-    folder: Path | None = None  # merge/save: the target; dpo: the refined model's; score: the model's, if on disk
+    job: Literal["merge", "train", "score", "save"]
+    folder: Path | None = None  # merge/save/train: the target; score: the model's, if on disk
     split: str = "select"  # score: which items
     limit: int | None = None
     offset: int = 0
     digest: bool = False  # score: also return the digest of weights merged in memory
     scored: str | None = None  # save: the digest the candidate was scored with
+    source: Path | None = None  # train: the model trained
+    step: int = 0  # train: which of the candidate's training steps
 
 
 @dataclass
@@ -152,9 +150,10 @@ def _perform(unit: Unit, device: str, lora_merge_cache: Path | None) -> Outcome:
     c = unit.candidate
     if unit.job == "merge":
         return Outcome({}, materialize(c, unit.folder, device, lora_merge_cache))
-    if unit.job == "dpo":
-        merged = unit.folder.parent / "merged"
-        return Outcome(refine_candidate(c, merged, unit.folder, device), unit.folder)
+    if unit.job == "train":
+        step = c.train[unit.step]
+        run = train_model(unit.source, step.kind, step.settings, unit.folder, device=device, force=True)
+        return Outcome(run, unit.folder)
     if unit.job == "save":
         return Outcome(save(c, unit.folder, device, unit.scored, lora_merge_cache), unit.folder)
     summary, items, digest = score(

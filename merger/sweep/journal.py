@@ -74,11 +74,7 @@ class Journal:
 
     # candidates -------------------------------------------------------------------------------
     def add_candidate(self, c: Candidate) -> None:
-        config = {
-            "merge": c.merge,
-            "dpo": c.dpo.model_dump(mode="json") if c.dpo else None,
-            "random_seed": c.random_seed,
-        }
+        config = {"merge": c.merge, "train": [step.dump() for step in c.train], "random_seed": c.random_seed}
         self.db.execute(
             "INSERT OR IGNORE INTO candidates VALUES (?, ?, ?, ?, ?)",
             (c.id, c.recipe_path, json.dumps(c.params), json.dumps(config, sort_keys=True), time.time()),

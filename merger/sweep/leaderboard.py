@@ -16,7 +16,7 @@ from merger.core.atomic import atomic_write
 from merger.core.errors import UserError
 from merger.sweep.journal import Journal
 from merger.sweep.racing import Racing, racing_for
-from merger.sweep.selection import order, rank
+from merger.sweep.selection import order, rank, versus_parents
 
 
 def racing(journal: Journal, meta: SweepMeta) -> Racing:
@@ -34,10 +34,18 @@ def _values(journal: Journal, meta: SweepMeta, signal: str) -> dict:
     return {k: v for k, v in found.items() if v}
 
 
+def versus(journal: Journal, meta: SweepMeta) -> dict[str, tuple[float, float]]:
+    """Each refined child's bounds against its parent (`selection.versus_parents`)."""
+    parents = {cid: c.parent for cid, c in meta.candidates.items() if c.parent}
+    return versus_parents(_values(journal, meta, meta.select.signal), parents, racing(journal, meta))
+
+
 def entries(journal: Journal, meta: SweepMeta) -> list[LeaderboardRow]:
     values = _values(journal, meta, "metric")
+    steps = {c.id: [next(iter(step)) for step in c.config.get("train") or []] for c in journal.candidates()}
+    gaps = versus(journal, meta)
     rows = []
-    for i, r in enumerate(rank(values, meta.metric, _values(journal, meta, meta.select.signal), racing(journal, meta))):
+    for r in rank(values, meta.metric, _values(journal, meta, meta.select.signal), racing(journal, meta)):
         info = meta.candidates[r.id]
         report = journal.item_values(r.id, "report")
         reported = (
@@ -45,7 +53,7 @@ def entries(journal: Journal, meta: SweepMeta) -> list[LeaderboardRow]:
                 tasks={t: sum(v.values()) / len(v) for t, v in report.items()},
                 n_items=sum(len(v) for v in report.values()),
             )
-            if i == 0 and report
+            if report  # only the winner has report items
             else None
         )
         rows.append(
@@ -53,6 +61,11 @@ def entries(journal: Journal, meta: SweepMeta) -> list[LeaderboardRow]:
                 id=r.id,
                 recipe=info.recipe,
                 params=info.params,
+                train=steps.get(r.id, []),
+                stage=info.stage,
+                parent=info.parent,
+                vs_parent=gaps.get(r.id),
+                beats_parent=gaps[r.id][0] > 0 if r.id in gaps else None,
                 score=r.score,
                 ci=r.ci,
                 signal=r.signal,
@@ -68,7 +81,8 @@ def entries(journal: Journal, meta: SweepMeta) -> list[LeaderboardRow]:
 
 def decide(journal: Journal, meta: SweepMeta) -> Decision | None:
     """The decision line: the race's last look, over the candidates scored on the most items."""
-    values = _values(journal, meta, meta.select.signal)
+    gaps = versus(journal, meta)
+    values = {c: v for c, v in _values(journal, meta, meta.select.signal).items() if c not in gaps or gaps[c][0] > 0}
     if not values:
         return None
     race = racing(journal, meta)
@@ -110,7 +124,22 @@ def _value(value) -> str:
 def _point(row: LeaderboardRow) -> str:
     """A candidate in a few characters: its sweep point by the axes' last names, else its recipe's name."""
     names = list(row.params)
-    return ", ".join(f"{_short(k, names)}={_value(v)}" for k, v in row.params.items()) or Path(row.recipe).stem
+    point = ", ".join(f"{_short(k, names)}={_value(v)}" for k, v in row.params.items()) or Path(row.recipe).stem
+    return point + "".join(f" +{kind}" for kind in row.train)
+
+
+def _standing(row: LeaderboardRow, best: LeaderboardRow, tied: str = "yes") -> str:
+    """best; not better than its parent (never kept); tied with the best; or nothing."""
+    if row is best:
+        return "best"
+    if row.beats_parent is False:
+        return "≤ parent"
+    return tied if row.tied_with_best else ""
+
+
+def _best(rows: list[LeaderboardRow]) -> LeaderboardRow:
+    """The winner: the best row that is not a child shown no better than its parent."""
+    return next(r for r in rows if r.beats_parent is not False)
 
 
 def title(metric: str, search: SearchSummary | None) -> str:
@@ -135,6 +164,7 @@ def table(rows: list[LeaderboardRow], metric: str, search: SearchSummary | None 
     tasks = sorted({task for r in rows for task in r.tasks})
     for task in tasks:
         t.add_column(task if len(tasks) == 1 else task[:9], justify="right", no_wrap=True)
+    best = _best(rows) if rows else None
     for i, r in enumerate(rows, 1):
         t.add_row(
             str(i),
@@ -142,7 +172,7 @@ def table(rows: list[LeaderboardRow], metric: str, search: SearchSummary | None 
             _point(r),
             f"{r.score:.3f}",
             f"{r.ci[0]:.2f}-{r.ci[1]:.2f}",
-            "best" if i == 1 else ("yes" if r.tied_with_best else ""),
+            _standing(r, best),
             str(r.n_items),
             *(f"{r.tasks[k]:.3f}" if k in r.tasks else "-" for k in tasks),
         )
@@ -161,14 +191,17 @@ def markdown(
         + " |",
         "|" + "---|" * (10 + len(tasks)),
     ]
+    best = _best(rows) if rows else None
     for i, r in enumerate(rows, 1):
         point = ", ".join(f"`{k}`={v}" for k, v in r.params.items()) or "-"
+        if r.parent:
+            bounds = f"[{100 * r.vs_parent[0]:+.1f}, {100 * r.vs_parent[1]:+.1f}]" if r.vs_parent else "-"
+            point += f" (child of {r.parent}, vs parent {bounds})"
         gap = f"[{100 * r.gap[0]:+.1f}, {100 * r.gap[1]:+.1f}]" if r.gap and i > 1 else "-"
         signal = f"{r.signal:.4f}" if r.signal is not None else "-"
         lines.append(
-            f"| {i} | {r.id} | {Path(r.recipe).name} | {point} | {r.score:.4f} | "
-            f"[{r.ci[0]:.4f}, {r.ci[1]:.4f}] | {signal} | {gap} | "
-            f"{'best' if i == 1 else ('yes' if r.tied_with_best else 'no')} | "
+            f"| {i} | {r.id} | {Path(r.recipe).name}{''.join(' +' + k for k in r.train)} | {point} | {r.score:.4f} | "
+            f"[{r.ci[0]:.4f}, {r.ci[1]:.4f}] | {signal} | {gap} | {_standing(r, best, 'yes') or 'no'} | "
             f"{r.n_items} | " + " | ".join(f"{r.tasks.get(k, float('nan')):.4f}" for k in tasks) + " |"
         )
     if decision is not None:
@@ -177,13 +210,20 @@ def markdown(
             "",
             f"Ranked by the deciding signal ({decision.signal}); score and 95% CI: the headline metric; gap to best: "
             f"the signal's difference to the best, an anytime-valid confidence sequence at {decision.confidence:.0%} "
-            "over the race; tied with best: not shown worse than the best.",
+            "over the race; tied with best: not shown worse than the best."
+            + (
+                " A refined child's difference to its parent is the same kind of sequence; a child not shown better "
+                "than its parent (≤ parent) is never kept, and its parent stays eligible."
+                if any(r.parent for r in rows)
+                else ""
+            ),
         ]
-    if rows and rows[0].reported:
-        rep = rows[0].reported
+    reported = next((r for r in rows if r.reported), None)
+    if reported:
+        rep = reported.reported
         lines += [
             "",
-            f"Reported score of {rows[0].id} on {rep.n_items} items it was not selected on: "
+            f"Reported score of {reported.id} on {rep.n_items} items it was not selected on: "
             + ", ".join(f"{t} {v:.4f}" for t, v in rep.tasks.items()),
         ]
     return "\n".join(lines) + "\n"

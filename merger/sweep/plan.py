@@ -18,6 +18,7 @@ from merger.config.recipe import (
     expand,
     input_models,
     output_layers,
+    steps_of,
 )
 from merger.core.atomic import ensure_target_free
 from merger.core.device import resolve_device
@@ -29,11 +30,29 @@ from merger.merge.validate import Report, check_merge
 
 
 def check_candidate(candidate: Candidate, allow_pickle: bool = False, trust_remote_code: bool = False) -> Report:
-    """Every stage's checks of one candidate."""
-    report = check_merge(candidate, allow_pickle, trust_remote_code)
+    """Every stage's checks of one candidate: its named upstream merges' first, then its own merge's."""
+    report = Report()
+    for index, named in enumerate(candidate.upstream):
+        found = check_merge(
+            candidate.model_copy(update={"merge": named.merge, "upstream": candidate.upstream[:index]}),
+            allow_pickle,
+            trust_remote_code,
+        )
+        for mine, theirs in ((report.problems, found.problems), (report.notes, found.notes)):
+            mine += [Problem(p.file, f"upstream.{named.name}{p.field.removeprefix('merge')}", p.cause) for p in theirs]
+    own = check_merge(candidate, allow_pickle, trust_remote_code)
+    report.problems += own.problems
+    report.notes += own.notes
     tasks = [("eval.tasks", candidate.eval.tasks, candidate.eval.include_path)]
-    if candidate.dpo is not None and candidate.dpo.against:
-        tasks.append(("dpo.against", candidate.dpo.against, candidate.dpo.include_path))
+    for where, step in steps_of(candidate.train, candidate.refine):
+        for name in ("data", "heldout"):  # local files are checked now; a hub dataset id when it is read
+            value = getattr(step.settings, name)
+            if value and Path(value).suffix in (".jsonl", ".json") and not Path(value).is_file():
+                report.problems.append(
+                    Problem(candidate.recipe_path, candidate.field(f"{where}.{name}"), "no such file")
+                )
+        if step.settings.against:
+            tasks.append((f"{where}.against", step.settings.against, step.settings.include_path))
     for where, names, include_path in tasks:
         try:
             check_names(names, include_path, candidate.recipe_path, where)
@@ -247,6 +266,12 @@ def plan_sweep(
         select,
         ExecuteSettings.model_validate({**recipes_execute.model_dump(), **(execute or {})}),
         keep or select.keep,
-        ["merge -> dpo -> eval" if c.dpo else "merge (in memory) -> eval" for c in candidates],
+        [
+            " -> ".join(
+                [*(u.name for u in c.upstream), "merge" if c.train else "merge (in memory)", *(s.kind for s in c.train)]
+                + ["eval"]
+            )
+            for c in candidates
+        ],
         [weights_bytes(c) for c in candidates],
     )

@@ -1,10 +1,10 @@
-"""`merger sweep`: every candidate of every recipe through merge -> optional DPO -> eval, journaled, resumable.
+"""`merger sweep`: every candidate of every recipe through merge -> its training steps -> eval, journaled, resumable.
 
-Candidates without DPO are merged in memory and scored live; only the kept ones are written to disk.
-The driver (`Sweep`) is the journal's only writer. A strategy (`strategies/`) asks for goals; the driver turns
-each into units of work (`jobs.Unit`: merge, DPO, score a slice of items, save), leases them to an executor
-(`executors/`: in this process, or Ray workers), and records each result as it arrives, so a rerun skips
-finished work and redoes only the units that were interrupted.
+Candidates without training are merged in memory and scored live; only the kept ones are written to disk.
+The driver (`Sweep`) writes the journal (a search strategy journals its own trials). A strategy (`strategies/`)
+asks for goals; the driver turns each into units of work (`jobs.Unit`: merge, a training step, score a slice of
+items, save), leases them to an executor (`executors/`: in this process, or Ray workers), and records each result
+as it arrives, so a rerun skips finished work and redoes only the units that were interrupted.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from merger.config.recipe import Candidate, ExecuteSettings, point, search_space
+from merger.config.recipe import Candidate, ExecuteSettings, child, point, search_space
 from merger.config.results import EvalSummary, Scores, SweepCandidate, SweepMeta, TaskScore
 from merger.core.atomic import atomic_output_dir, atomic_write
 from merger.core.errors import UserError
@@ -28,8 +28,8 @@ from merger.sweep.executors.base import Finished
 from merger.sweep.journal import Journal
 from merger.sweep.leaderboard import decide, write_reports
 from merger.sweep.plan import plan_sweep, sweep_settings
-from merger.sweep.racing import Racing, racing_for
-from merger.sweep.selection import Ranked, rank
+from merger.sweep.racing import Racing, Values, racing_for
+from merger.sweep.selection import Ranked, rank, versus_parents
 from merger.sweep.strategies import search
 from merger.sweep.strategies.base import Fixed, Goal, Strategy
 
@@ -81,13 +81,13 @@ class Sweep:
                 "eval",
                 "this sweep folder was scored with other `eval:` settings; use another --out, or --fresh to restart",
             )
-        for c in self.candidates.values():
-            self.journal.add_candidate(c)
-        try:
+        try:  # before any candidate is journaled: a cluster that cannot start leaves nothing behind
             self.executor = executors.make(self.execute, self.out, device, lora_merge_cache, candidates[0].recipe_path)
         except BaseException:
             self.journal.close()
             raise
+        for c in self.candidates.values():
+            self.journal.add_candidate(c)
         self.started: dict[tuple[str, str], float] = {}
         self.losses: dict[tuple[str, str], int] = {}  # (candidate, stage) -> times its worker died under it
 
@@ -102,27 +102,50 @@ class Sweep:
     def score_stage(self, goal: Goal) -> str:
         return f"eval-{goal.split}-{self.eval_key}-{goal.offset}-{goal.limit}"
 
+    def chain(self, c: Candidate) -> list[tuple[str, str, Path]]:
+        """A trained candidate's stages as (candidate, stage, output folder): the merge, then each training step,
+        the last writing the candidate's model. A refined child of a trained parent starts from the parent's model
+        (while it is there) and runs only its own steps."""
+        parent = self.candidates.get(c.parent) if c.parent else None
+        own = self.folder(c.id)
+        head = self.chain(parent)[-1] if parent is not None and parent.train else None
+        if head is not None and self.journal.done(head[0], head[1]) and _has_model(head[2]):
+            stages, first = [head], len(parent.train) + 1
+        else:
+            stages, first = [(c.id, "merge", own / "merged")], 1
+        for number in range(first, len(c.train) + 1):
+            folder = own / ("model" if number == len(c.train) else f"step-{number}")
+            stages.append((c.id, f"train-{number}-{c.train[number - 1].kind}", folder))
+        return stages
+
     def next_unit(self, goal: Goal) -> jobs.Unit | None:
-        """The next unit of work `goal` needs (its model first: merge and DPO, or saved weights), or None once
-        the journal has it. A finished stage whose output is gone (deleted by an earlier --keep) is redone."""
+        """The next unit of work `goal` needs (its model first: merge and training steps, or saved weights), or None
+        once the journal has it. A finished stage whose output is gone (deleted by an earlier --keep, or a step's
+        input removed once the step was done) is redone from the last output still there."""
         c, done = self.candidates[goal.cid], self.journal.done
         model = self.folder(c.id) / "model"
         if goal.kind == "score" and done(c.id, self.score_stage(goal)):
             return None
         saved = done(c.id, "save") and _has_model(model)
         if goal.kind == "save":
-            if c.dpo is not None or saved:
+            if c.train or saved:
                 return None
             scored = self.journal.stage(c.id, "scored-weights")
             return jobs.Unit(c, "save", "save", model, scored=scored.result["digest"] if scored else None)
-        if c.dpo is not None and not (done(c.id, "dpo") and _has_model(model)):
-            merged = self.folder(c.id) / "merged"
-            if not (done(c.id, "merge") and _has_model(merged)):
-                return jobs.Unit(c, "merge", "merge", merged)
-            return jobs.Unit(c, "dpo", "dpo", model)
-        if c.dpo is None and not in_memory_supported(c) and not saved:
+        if c.train:
+            chain = self.chain(c)
+            ready = max(
+                (i for i, (cid, stage, out) in enumerate(chain) if done(cid, stage) and _has_model(out)), default=-1
+            )
+            if ready == -1:
+                return jobs.Unit(c, "merge", "merge", self.folder(c.id) / "merged")
+            if ready < len(chain) - 1:
+                _, stage, folder = chain[ready + 1]
+                step = int(stage.split("-")[1]) - 1
+                return jobs.Unit(c, stage, "train", folder, source=chain[ready][2], step=step)
+        elif not in_memory_supported(c) and not saved:
             return jobs.Unit(c, "save", "save", model)  # vocabulary surgery: scored from disk, like a kept one
-        on_disk = c.dpo is not None or saved
+        on_disk = bool(c.train) or saved
         return jobs.Unit(
             c,
             self.score_stage(goal),
@@ -194,6 +217,8 @@ class Sweep:
         path = str(outcome.path) if outcome.path else None
         started = self.started.pop((cid, unit.stage))
         self.journal.finish(cid, unit.stage, started, path=path, result=outcome.result, items=outcome.items)
+        if unit.job == "train" and unit.source.parent == self.folder(cid):  # its own input (not a parent's model)
+            shutil.rmtree(unit.source, ignore_errors=True)  # is no longer needed once the journal has its output
         where = "" if event.worker == "local" else f" on {event.worker}"
         console.print(f"[bold]{cid}[/bold] {unit.stage} [green]done[/green]{where}")
 
@@ -225,8 +250,10 @@ class Sweep:
             self.search_summary = strategy.summary()
             for trial in self.journal.trials():  # told before a resume, so never asked for again
                 self.candidates.setdefault(trial.candidate, point(self.recipe, trial.params, self.random_seed))
+        for stage in range(1, max((len(c.refine) for c in self.candidates.values()), default=0) + 1):
+            self.drive(Fixed([Goal(c.id, limit=self.eval.limit) for c in self.refine(stage)]))
         ids = list(self.candidates)
-        ranked = self.ranked()
+        ranked = self.eligible(self.ranked())
         winner = self.candidates[ranked[0].id]
         if self.select.report_items:
             self.drive(Fixed([Goal(winner.id, split="report", offset=self.eval.limit, limit=self.select.report_items)]))
@@ -238,13 +265,33 @@ class Sweep:
         self.publish_best(winner)
         return ranked
 
+    def values(self, signal: str = "metric") -> dict[str, Values]:
+        """Each scored candidate's selection items (those its rank counts), by the metric or the deciding signal."""
+        found = {cid: self.journal.item_values(cid, "select", self.counted.get(cid), signal) for cid in self.candidates}
+        return {cid: v for cid, v in found.items() if v}
+
     def ranked(self) -> list[Ranked]:
-        values, decided = {}, {}
-        for cid in self.candidates:
-            values[cid] = self.journal.item_values(cid, "select", self.counted.get(cid))
-            decided[cid] = self.journal.item_values(cid, "select", self.counted.get(cid), self.select.signal)
-        scored = [cid for cid in values if values[cid]]
-        return rank({c: values[c] for c in scored}, self.select.metric, {c: decided[c] for c in scored}, self.racing())
+        return rank(self.values(), self.select.metric, self.values(self.select.signal), self.racing())
+
+    def eligible(self, ranked: list[Ranked]) -> list[Ranked]:
+        """The ranking without the refined children not shown better than their parent (the parent stays)."""
+        parents = {cid: c.parent for cid, c in self.candidates.items() if c.parent}
+        gaps = versus_parents(self.values(self.select.signal), parents, self.racing())
+        return [r for r in ranked if r.id not in gaps or gaps[r.id][0] > 0]
+
+    def refine(self, stage: int) -> list[Candidate]:
+        """Refine stage `stage`: per recipe, its best `top` candidates of the stage before (among those kept), each
+        trained further into a child; the children are journaled and returned."""
+        ranked = [self.candidates[r.id] for r in self.eligible(self.ranked())]
+        children = []
+        for recipe in dict.fromkeys(c.recipe_path for c in ranked):
+            before = [c for c in ranked if c.recipe_path == recipe and c.stage == stage - 1 and len(c.refine) >= stage]
+            children += [child(c, stage) for c in before[: before[0].refine[stage - 1].top]] if before else []
+        for c in children:
+            if c.id not in self.candidates:
+                self.candidates[c.id] = c
+                self.journal.add_candidate(c)
+        return children
 
     def scores(self, cid: str) -> Scores:
         """The winner's published scores: from the report items when there are some, else the selection items."""
@@ -266,7 +313,7 @@ class Sweep:
     def publish_best(self, winner: Candidate) -> None:
         """DIR/best: the winner's folder, hard-linked where the filesystem allows (no second copy of weights),
         with the journal's scores and a model card."""
-        source = self.folder(winner.id) / "model"  # kept: saved, or refined by DPO
+        source = self.folder(winner.id) / "model"  # kept: saved, or trained
         with atomic_output_dir(self.out / "best", replace=True) as tmp:
             for f in source.iterdir():
                 if f.name == "README.md":
@@ -304,7 +351,10 @@ def run_sweep(
             metric=sweep.select.metric,
             eval=sweep.eval,
             select=sweep.select,
-            candidates={c.id: SweepCandidate(recipe=c.recipe_path, params=c.params) for c in sweep.candidates.values()},
+            candidates={
+                c.id: SweepCandidate(recipe=c.recipe_path, params=c.params, parent=c.parent, stage=c.stage)
+                for c in sweep.candidates.values()
+            },
             search=sweep.search_summary,
             counted={cid: n for cid, n in sweep.counted.items() if n is not None},
         )

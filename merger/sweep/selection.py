@@ -8,7 +8,7 @@ the tasks' headline metric (what is reported); the order, the gaps and the ties 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -71,3 +71,14 @@ def rank(
             )
         )
     return ranked
+
+
+def versus_parents(
+    decided: dict[str, Values], parents: dict[str, str], racing: Racing
+) -> dict[str, tuple[float, float]]:
+    """Each refined child's anytime-valid bounds on its score minus its parent's, on the items both have, by the
+    deciding signal; the error is split over the children's comparisons. A child is kept only when its lower
+    bound is above 0 (shown better than its parent)."""
+    pairs = {c: p for c, p in parents.items() if c in decided and p in decided}
+    race = replace(racing, candidates=len(pairs) + 1)
+    return {c: race.gap(decided[c], decided[p]) for c, p in pairs.items()}

@@ -22,6 +22,7 @@ from merger.sweep.executors.base import Finished, Lost
 from merger.sweep.jobs import Outcome, Unit, perform
 
 SHARED_CHECK = ".shared-check"
+STARTS = 3  # times a worker that dies before its first unit is started again
 
 
 class SweepWorker:
@@ -56,13 +57,23 @@ class RayExecutor:
             ) from None
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         self.ray = ray
-        ray.init(
-            address=settings.ray_address,
-            include_dashboard=False,
-            log_to_driver=False,
-            logging_level=logging.ERROR,
-            ignore_reinit_error=True,
-        )
+        try:
+            ray.init(
+                address=settings.ray_address,
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level=logging.ERROR,
+                ignore_reinit_error=True,
+            )
+        except Exception as exc:  # ray raises ConnectionError, RuntimeError, TimeoutError, ... for one cause
+            where = f"the Ray cluster at {settings.ray_address}" if settings.ray_address else "a local Ray cluster"
+            cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError.one(
+                "merger sweep",
+                "--ray-address" if settings.ray_address else "--executor",
+                f"{where} could not be started or reached ({cause}); check `ray status` on the head node, give "
+                "--ray-address of a running cluster, or run with --executor local",
+            ) from None
         resources = ray.cluster_resources()
         gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
         use_gpu = gpus > 0 and device != "cpu"
@@ -89,13 +100,34 @@ class RayExecutor:
         return self.actor_class.remote(*self.args, self.threads)
 
     def _check_shared(self, out: Path) -> None:
-        """Every worker must read what the driver wrote in the sweep folder, at the same path."""
+        """Every worker must read what the driver wrote in the sweep folder, at the same path. A worker that dies
+        before it answers (start-up, model libraries loading) is replaced, up to STARTS times per worker."""
+        from ray.exceptions import RayActorError
+
         token = secrets.token_hex(8)
         probe = Path(out).resolve() / SHARED_CHECK
         atomic_write(probe, token)
+        wheres, seen = [], []
         try:
-            wheres = self.ray.get([a.where.remote() for a in self.idle])
-            seen = self.ray.get([a.sees.remote(str(probe), token) for a in self.idle])
+            for index in range(len(self.idle)):
+                for _ in range(STARTS):
+                    actor = self.idle[index]
+                    try:
+                        where, sees = self.ray.get([actor.where.remote(), actor.sees.remote(str(probe), token)])
+                        break
+                    except RayActorError as exc:
+                        self.ray.kill(actor, no_restart=True)
+                        self.idle[index] = self._start()
+                        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                else:
+                    raise UserError.one(
+                        "merger sweep",
+                        "--executor",
+                        f"a Ray worker died {STARTS} times while starting, the last time: {why}; check the workers' "
+                        "logs (`ray logs`) and free memory on the nodes, or run with --executor local",
+                    )
+                wheres.append(where)
+                seen.append(sees)
         finally:
             probe.unlink(missing_ok=True)
         self.names = {a: w for a, w in zip(self.idle, wheres)}

@@ -1,7 +1,7 @@
-"""Does the preference data contain the benchmark items a model will be scored on?
+"""Does the training data contain the benchmark items a model will be scored on?
 
 Overlap is measured as lm-eval and the GPT-3 paper do: 13-grams of lower-cased, whitespace-split words.
-A pair matches an eval task when any of its 13-grams appears in any of the task's test items. The items' texts
+A row matches an eval task when any of its 13-grams appears in any of the task's test items. The items' texts
 are handed in (`references`: task -> [(item id, text)]), so this stage needs nothing from the eval stage.
 """
 
@@ -42,5 +42,5 @@ def check(
             report.matched += 1
             report.by_task[hit[0]] = report.by_task.get(hit[0], 0) + 1
             if len(examples) < MAX_EXAMPLES:
-                examples.append({"pair": row, "task": hit[0], "item": hit[1]})
+                examples.append({"row": row, "task": hit[0], "item": hit[1]})
     return report, examples, flags

@@ -1,4 +1,5 @@
-"""What a training run shows and keeps: a rich progress line with loss, reward accuracy and margin, and a
+"""What a training run shows and keeps: a rich progress line with the loss (and DPO's reward accuracy and margin,
+or distillation's two terms), and a
 JSONL of every logging step that survives interruption (a resumed run appends; readers keep the last
 record of each step)."""
 
@@ -10,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from transformers import TrainerCallback
 
 from merger.config.results import TrainLogRecord
+from merger.config.train import LABELS
 
 
 class MetricsLog(TrainerCallback):
@@ -36,9 +38,9 @@ def read_metrics(path: Path) -> list[TrainLogRecord]:
 
 
 class RichProgress(TrainerCallback):
-    def __init__(self) -> None:
+    def __init__(self, kind: str) -> None:
         self.progress = Progress(
-            TextColumn("DPO"),
+            TextColumn(LABELS[kind]),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
@@ -48,14 +50,20 @@ class RichProgress(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.progress.start()
-        self.bar = self.progress.add_task("dpo", total=state.max_steps, completed=state.global_step, status="")
+        self.bar = self.progress.add_task("train", total=state.max_steps, completed=state.global_step, status="")
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self.bar is not None and logs and "loss" in logs:
-            status = (
-                f"loss {logs['loss']:.4f}  reward acc {logs.get('rewards/accuracies', float('nan')):.2f}  "
-                f"margin {logs.get('rewards/margins', float('nan')):.3f}"
-            )
+            status = f"loss {logs['loss']:.4f}"
+            for key, name in (
+                ("rewards/accuracies", "reward acc"),
+                ("rewards/margins", "margin"),
+                ("ce", "CE"),
+                ("kl", "KL"),
+                ("mean_token_accuracy", "token acc"),
+            ):
+                if key in logs:
+                    status += f"  {name} {logs[key]:.3f}"
             self.progress.update(self.bar, completed=state.global_step, status=status)
 
     def on_train_end(self, args, state, control, **kwargs):

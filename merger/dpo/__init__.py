@@ -1,1 +1,0 @@
-"""The DPO stage: preference data checked and decontaminated, trained with trl, merged back."""
