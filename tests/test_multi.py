@@ -3,6 +3,7 @@ the tensors `mergekit-multi` gives, and each named merge is made once into a fol
 changed document re-makes exactly what depends on it."""
 
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -138,8 +139,11 @@ def test_a_sweep_over_an_upstream_document_shares_what_did_not_change(tiny_model
     path.write_text(yaml.safe_dump(recipe))
     result = runner.invoke(app, ["sweep", str(path), "--out", str(tmp_path / "sweep"), "--device", "cpu"])
     assert result.exit_code == 0, result.output + result.stderr
-    made = sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / "home" / "merges").iterdir())
-    assert made == ["first", "second", "second"]
+    made = sorted(p.name for p in (tmp_path / "home" / "merges").iterdir())
+    assert [m.rsplit("-", 1)[0] for m in made] == ["first", "second", "second"]
+    db = sqlite3.connect(tmp_path / "sweep" / "journal.sqlite")
+    nodes = dict(db.execute("SELECT candidate, runs FROM stages WHERE stage = 'merge'"))
+    assert nodes == dict.fromkeys(made, 1), "each named merge is a node of the journal, made once"
 
 
 @pytest.mark.slow

@@ -101,3 +101,30 @@ def test_a_pipeline_refines_the_top_two_and_resumes_after_sigkill(tiny_models, t
     subprocess.run(cmd, check=True, capture_output=True)  # a finished pipeline: nothing to do, same leaderboard
     assert stages(out) == after
     assert json.loads((out / "leaderboard.json").read_text()) == rows
+
+
+@pytest.mark.slow
+def test_input_models_are_scored_as_reference_rows_never_kept(tiny_models, tmp_path):
+    """`select.references`: the merges' inputs scored as they are on the same items; the SLERP at t=0 is its base
+    model, item for item; neither input is ever best or kept."""
+    recipe = slerp_recipe(
+        tiny_models["a"],
+        tiny_models["b"],
+        4,
+        [0.0, 0.5],
+        eval={"tasks": ["merger_arithmetic"], "limit": 8},
+        select={"references": True, "keep": 3},
+    )
+    path = write(tmp_path / "refs.yaml", recipe)
+    out = tmp_path / "sweep"
+    subprocess.run([str(BIN / "merger"), "sweep", str(path), "--out", str(out), "--device", "cpu"], check=True)
+    rows = json.loads((out / "leaderboard.json").read_text())
+    inputs = {r["reference"]: r for r in rows if r.get("reference")}
+    assert set(inputs) == {str(tiny_models["a"]), str(tiny_models["b"])}
+    base = next(r for r in rows if r.get("params", {}).get("merge.parameters.t") == 0.0)
+    assert inputs[str(tiny_models["a"])]["tasks"] == base["tasks"] and inputs[str(tiny_models["a"])]["n_items"] == 8
+    best = json.loads((out / "sweep.json").read_text())["decision"]["winner"]
+    assert best not in [r["id"] for r in inputs.values()]
+    kept = {p.name for p in (out / "candidates").iterdir()}
+    assert kept and not kept & {r["id"] for r in inputs.values()}
+    assert "input model" in (out / "leaderboard.md").read_text()

@@ -142,6 +142,11 @@ class SelectSettings(BaseModel):
         "gold choice's probability (prob; auto: where a task has one, else the metric). The leaderboard reports the "
         "metric either way.",
     )
+    references: bool = Field(
+        False,
+        description="Also score the sweep's local input models, as they are, on the same items: reference rows that "
+        "say whether a merge beat the models it came from; never kept.",
+    )
     race: bool = Field(
         False,
         description="Score in growing slices (min_items, eta times as many, ... up to eval.limit), stop a candidate "
@@ -316,6 +321,7 @@ class Candidate(BaseModel):
     refine: list[RefineStage] = Field(default_factory=list, description=Recipe.model_fields["refine"].description)
     parent: str | None = Field(None, description="A refined child's parent: the candidate it trained further.")
     stage: int = Field(0, description="0 for the sweep's own candidates; k for a child of refine stage k.")
+    reference: str | None = Field(None, description="A reference row: this input model, scored as it is, never kept.")
     eval: EvalSettings = Field(default_factory=EvalSettings, description=Recipe.model_fields["eval"].description)
     select: SelectSettings = Field(
         default_factory=SelectSettings, description=Recipe.model_fields["select"].description
@@ -474,6 +480,14 @@ def child(parent: Candidate, stage: int) -> Candidate:
             "parent": parent.id,
             "stage": stage,
         }
+    )
+
+
+def reference(path: str, like: Candidate) -> Candidate:
+    """An input model scored as it is beside `like`'s sweep (`select.references`): a reference row, never kept."""
+    empty = {"params": {}, "merge": {}, "upstream": [], "train": [], "refine": [], "parent": None, "notes": []}
+    return like.model_copy(
+        update={"id": "r" + hashlib.sha256(path.encode()).hexdigest()[:9], "reference": path, **empty}
     )
 
 

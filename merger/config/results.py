@@ -261,6 +261,7 @@ class SweepCandidate(BaseModel):
     params: dict[str, Any] = Field(description="The sweep point.")
     parent: str | None = Field(None, description="A refined child's parent.")
     stage: int = Field(0, description="0 for the sweep's own candidates; k for a child of refine stage k.")
+    reference: str | None = Field(None, description="A reference row: the input model scored as it is.")
 
 
 class SweepMeta(BaseModel):
@@ -337,6 +338,9 @@ class LeaderboardRow(BaseModel):
     )
     beats_parent: bool | None = Field(
         None, description="A child shown better than its parent (lower bound above 0); one that is not is never kept."
+    )
+    reference: str | None = Field(
+        None, description="A reference row (select.references): this input model, scored as it is; never kept."
     )
     score: float = Field(description="The headline metric on the selection items (mean over tasks, or one task's).")
     ci: tuple[float, float] = Field(description="Bootstrap 95% confidence interval of the score.")

@@ -60,29 +60,40 @@ def merge_to_disk(
     return out
 
 
+def make_named(
+    candidate: Candidate, name: str, device: str, trust_remote_code: bool = False, lora_merge_cache: Path | None = None
+) -> Path:
+    """One of the named merges a candidate takes as inputs (a mergekit-multi file's documents), made once: a folder
+    named by its content is complete once it exists (written beside and renamed into place). Its own named inputs
+    must be made first."""
+    named = next(u for u in candidate.upstream if u.name == name)
+    folder = Path(named.path)
+    if (folder / "config.json").exists():
+        return folder
+    config = candidate.model_copy(
+        update={"merge": named.merge, "upstream": [], "params": {}, "random_seed": seed_from_id(folder.name[-10:])}
+    )
+    try:
+        merge_to_disk(
+            config,
+            folder,
+            device=device,
+            trust_remote_code=trust_remote_code,
+            quiet=True,
+            lora_merge_cache=lora_merge_cache,
+        )
+    except FileExistsError:  # made by another process first
+        pass
+    return folder
+
+
 def make_upstream(
     candidate: Candidate, device: str, trust_remote_code: bool = False, lora_merge_cache: Path | None = None
 ) -> None:
-    """The named merges a candidate takes as inputs (a mergekit-multi file's documents), each made once: a folder
-    named by its content is complete once it exists (written beside and renamed into place)."""
+    """Every named merge a candidate takes, in order (a sweep has leased each as a unit already: then this finds
+    them made)."""
     for named in candidate.upstream:
-        folder = Path(named.path)
-        if (folder / "config.json").exists():
-            continue
-        config = candidate.model_copy(
-            update={"merge": named.merge, "upstream": [], "params": {}, "random_seed": seed_from_id(folder.name[-10:])}
-        )
-        try:
-            merge_to_disk(
-                config,
-                folder,
-                device=device,
-                trust_remote_code=trust_remote_code,
-                quiet=True,
-                lora_merge_cache=lora_merge_cache,
-            )
-        except FileExistsError:  # another worker made it first
-            pass
+        make_named(candidate, named.name, device, trust_remote_code, lora_merge_cache)
 
 
 def _options(candidate: Candidate, device: str, trust_remote_code: bool, lora_merge_cache: Path | None, **more):

@@ -20,7 +20,7 @@ from merger.core.errors import UserError
 from merger.evaluate.documents import reference_texts
 from merger.evaluate.evaluator import evaluate, make_lm, stderr
 from merger.evaluate.model import load_model
-from merger.merge.run import folder_digest, merge_in_memory, merge_to_disk
+from merger.merge.run import folder_digest, make_named, merge_in_memory, merge_to_disk
 from merger.sweep.plan import check_disk
 from merger.train.run import train
 from merger.train.sft import kind_of
@@ -116,7 +116,7 @@ class Unit:
 
     candidate: Candidate
     stage: str  # its name in the journal
-    job: Literal["merge", "train", "score", "save"]
+    job: Literal["upstream", "merge", "train", "score", "save"]
     folder: Path | None = None  # merge/save/train: the target; score: the model's, if on disk
     split: str = "select"  # score: which items
     limit: int | None = None
@@ -125,6 +125,13 @@ class Unit:
     scored: str | None = None  # save: the digest the candidate was scored with
     source: Path | None = None  # train: the model trained
     step: int = 0  # train: which of the candidate's training steps
+    node: str | None = None  # upstream: the named merge's journal name (its folder's)
+    name: str | None = None  # upstream: its name in the recipe
+
+    @property
+    def journal_id(self) -> str:
+        """Who the journal records this unit under: the candidate, or the named merge it makes."""
+        return self.node or self.candidate.id
 
 
 @dataclass
@@ -148,6 +155,8 @@ def perform(unit: Unit, device: str, lora_merge_cache: Path | None = None) -> Ou
 
 def _perform(unit: Unit, device: str, lora_merge_cache: Path | None) -> Outcome:
     c = unit.candidate
+    if unit.job == "upstream":
+        return Outcome({}, make_named(c, unit.name, device, lora_merge_cache=lora_merge_cache))
     if unit.job == "merge":
         return Outcome({}, materialize(c, unit.folder, device, lora_merge_cache))
     if unit.job == "train":

@@ -66,6 +66,7 @@ def entries(journal: Journal, meta: SweepMeta) -> list[LeaderboardRow]:
                 parent=info.parent,
                 vs_parent=gaps.get(r.id),
                 beats_parent=gaps[r.id][0] > 0 if r.id in gaps else None,
+                reference=info.reference,
                 score=r.score,
                 ci=r.ci,
                 signal=r.signal,
@@ -82,7 +83,11 @@ def entries(journal: Journal, meta: SweepMeta) -> list[LeaderboardRow]:
 def decide(journal: Journal, meta: SweepMeta) -> Decision | None:
     """The decision line: the race's last look, over the candidates scored on the most items."""
     gaps = versus(journal, meta)
-    values = {c: v for c, v in _values(journal, meta, meta.select.signal).items() if c not in gaps or gaps[c][0] > 0}
+    values = {
+        c: v
+        for c, v in _values(journal, meta, meta.select.signal).items()
+        if not meta.candidates[c].reference and (c not in gaps or gaps[c][0] > 0)
+    }
     if not values:
         return None
     race = racing(journal, meta)
@@ -123,6 +128,8 @@ def _value(value) -> str:
 
 def _point(row: LeaderboardRow) -> str:
     """A candidate in a few characters: its sweep point by the axes' last names, else its recipe's name."""
+    if row.reference:
+        return f"input {Path(row.reference).name}"
     names = list(row.params)
     point = ", ".join(f"{_short(k, names)}={_value(v)}" for k, v in row.params.items()) or Path(row.recipe).stem
     return point + "".join(f" +{kind}" for kind in row.train)
@@ -132,14 +139,16 @@ def _standing(row: LeaderboardRow, best: LeaderboardRow, tied: str = "yes") -> s
     """best; not better than its parent (never kept); tied with the best; or nothing."""
     if row is best:
         return "best"
+    if row.reference:
+        return "input"
     if row.beats_parent is False:
         return "≤ parent"
     return tied if row.tied_with_best else ""
 
 
 def _best(rows: list[LeaderboardRow]) -> LeaderboardRow:
-    """The winner: the best row that is not a child shown no better than its parent."""
-    return next(r for r in rows if r.beats_parent is not False)
+    """The winner: the best row that is neither an input model nor a child shown no better than its parent."""
+    return next((r for r in rows if r.beats_parent is not False and not r.reference), rows[0])
 
 
 def title(metric: str, search: SearchSummary | None) -> str:
@@ -194,6 +203,8 @@ def markdown(
     best = _best(rows) if rows else None
     for i, r in enumerate(rows, 1):
         point = ", ".join(f"`{k}`={v}" for k, v in r.params.items()) or "-"
+        if r.reference:
+            point = f"input model `{r.reference}`, as it is"
         if r.parent:
             bounds = f"[{100 * r.vs_parent[0]:+.1f}, {100 * r.vs_parent[1]:+.1f}]" if r.vs_parent else "-"
             point += f" (child of {r.parent}, vs parent {bounds})"
@@ -215,6 +226,11 @@ def markdown(
                 " A refined child's difference to its parent is the same kind of sequence; a child not shown better "
                 "than its parent (≤ parent) is never kept, and its parent stays eligible."
                 if any(r.parent for r in rows)
+                else ""
+            )
+            + (
+                " Input rows are the merges' own input models scored as they are, on the same items; never kept."
+                if any(r.reference for r in rows)
                 else ""
             ),
         ]

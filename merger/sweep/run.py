@@ -17,10 +17,11 @@ from pathlib import Path
 
 from rich.console import Console
 
-from merger.config.recipe import Candidate, ExecuteSettings, child, point, search_space
+from merger.config.recipe import Candidate, ExecuteSettings, child, input_models, point, reference, search_space
 from merger.config.results import EvalSummary, Scores, SweepCandidate, SweepMeta, TaskScore
 from merger.core.atomic import atomic_output_dir, atomic_write
 from merger.core.errors import UserError
+from merger.core.hf import cache_root
 from merger.merge.run import in_memory_supported
 from merger.publish.card import write_card
 from merger.sweep import executors, jobs, strategies
@@ -126,6 +127,12 @@ class Sweep:
         model = self.folder(c.id) / "model"
         if goal.kind == "score" and done(c.id, self.score_stage(goal)):
             return None
+        if c.reference:  # an input model, scored as it is
+            return jobs.Unit(c, self.score_stage(goal), "score", Path(c.reference), goal.split, goal.limit, goal.offset)
+        for named in c.upstream:  # its named merges first: each a node of the journal, under its folder's name
+            node = Path(named.path).name
+            if not (done(node, "merge") and _has_model(Path(named.path))):
+                return jobs.Unit(c, "merge", "upstream", Path(named.path), node=node, name=named.name)
         saved = done(c.id, "save") and _has_model(model)
         if goal.kind == "save":
             if c.train or saved:
@@ -162,6 +169,7 @@ class Sweep:
         """Reach every goal the strategy asks for, keeping every worker busy; record each result as it arrives."""
         pending: list[Goal] = []
         busy: dict[str, Goal] = {}  # candidate -> the goal whose unit is running (one unit per candidate at once)
+        making: set[str] = set()  # named merges being made: one unit each, however many candidates take them
         while True:
             settled = False
             while not settled:
@@ -179,13 +187,15 @@ class Sweep:
                         pending.remove(goal)
                         strategy.tell(goal)
                         settled = False
-                    elif len(busy) < self.executor.slots:
+                    elif len(busy) < self.executor.slots and unit.node not in making:
                         self.lease(unit)
                         busy[goal.cid] = goal
+                        making |= {unit.node} - {None}
             if not busy:
                 return
             for event in self.executor.events():
                 busy.pop(event.unit.candidate.id)
+                making.discard(event.unit.node)
                 if isinstance(event, Finished):
                     self.record(event)
                     continue
@@ -204,8 +214,8 @@ class Sweep:
                 )
 
     def lease(self, unit: jobs.Unit) -> None:
-        console.print(f"[bold]{unit.candidate.id}[/bold] {unit.stage} ...")
-        self.started[(unit.candidate.id, unit.stage)] = self.journal.start(unit.candidate.id, unit.stage)
+        console.print(f"[bold]{unit.journal_id}[/bold] {unit.stage} ...")
+        self.started[(unit.journal_id, unit.stage)] = self.journal.start(unit.journal_id, unit.stage)
         self.executor.submit(unit)
 
     def record(self, event: Finished) -> None:
@@ -215,12 +225,12 @@ class Sweep:
             started = self.journal.start(cid, "scored-weights")
             self.journal.finish(cid, "scored-weights", started, result={"digest": outcome.digest})
         path = str(outcome.path) if outcome.path else None
-        started = self.started.pop((cid, unit.stage))
-        self.journal.finish(cid, unit.stage, started, path=path, result=outcome.result, items=outcome.items)
+        started = self.started.pop((unit.journal_id, unit.stage))
+        self.journal.finish(unit.journal_id, unit.stage, started, path=path, result=outcome.result, items=outcome.items)
         if unit.job == "train" and unit.source.parent == self.folder(cid):  # its own input (not a parent's model)
             shutil.rmtree(unit.source, ignore_errors=True)  # is no longer needed once the journal has its output
         where = "" if event.worker == "local" else f" on {event.worker}"
-        console.print(f"[bold]{cid}[/bold] {unit.stage} [green]done[/green]{where}")
+        console.print(f"[bold]{unit.journal_id}[/bold] {unit.stage} [green]done[/green]{where}")
 
     # the sweep --------------------------------------------------------------------------------
     def racing(self) -> Racing:
@@ -252,6 +262,8 @@ class Sweep:
                 self.candidates.setdefault(trial.candidate, point(self.recipe, trial.params, self.random_seed))
         for stage in range(1, max((len(c.refine) for c in self.candidates.values()), default=0) + 1):
             self.drive(Fixed([Goal(c.id, limit=self.eval.limit) for c in self.refine(stage)]))
+        if self.select.references:
+            self.drive(Fixed([Goal(r.id, limit=self.eval.limit) for r in self.references()]))
         ids = list(self.candidates)
         ranked = self.eligible(self.ranked())
         winner = self.candidates[ranked[0].id]
@@ -277,7 +289,21 @@ class Sweep:
         """The ranking without the refined children not shown better than their parent (the parent stays)."""
         parents = {cid: c.parent for cid, c in self.candidates.items() if c.parent}
         gaps = versus_parents(self.values(self.select.signal), parents, self.racing())
-        return [r for r in ranked if r.id not in gaps or gaps[r.id][0] > 0]
+        return [r for r in ranked if not self.candidates[r.id].reference and (r.id not in gaps or gaps[r.id][0] > 0)]
+
+    def references(self) -> list[Candidate]:
+        """The sweep's local input models (not named merges, not LoRA pairs), as reference candidates."""
+        made = str(cache_root() / "merges")
+        found = {}
+        for c in [c for c in self.candidates.values() if c.stage == 0 and not c.reference]:
+            for ref in input_models(c.merge):
+                if "+" not in ref and not ref.startswith(made) and (Path(ref) / "config.json").exists():
+                    found.setdefault(ref, reference(ref, c))
+        for r in found.values():
+            if r.id not in self.candidates:
+                self.candidates[r.id] = r
+                self.journal.add_candidate(r)
+        return list(found.values())
 
     def refine(self, stage: int) -> list[Candidate]:
         """Refine stage `stage`: per recipe, its best `top` candidates of the stage before (among those kept), each
@@ -352,7 +378,9 @@ def run_sweep(
             eval=sweep.eval,
             select=sweep.select,
             candidates={
-                c.id: SweepCandidate(recipe=c.recipe_path, params=c.params, parent=c.parent, stage=c.stage)
+                c.id: SweepCandidate(
+                    recipe=c.recipe_path, params=c.params, parent=c.parent, stage=c.stage, reference=c.reference
+                )
                 for c in sweep.candidates.values()
             },
             search=sweep.search_summary,
