@@ -46,23 +46,28 @@ def peak_mb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def child(kind: str, args) -> dict:
-    """One timed run of `--speed-steps` steps; prints {"step_s", "peak_mb", "losses"}."""
+def heal_settings(steps: int, **extra):
+    """Continued pretraining on train.jsonl with the bench's shape: the same for the speed runs and the heals."""
     from merger.config.train import SFTSettings
 
+    return SFTSettings(
+        data=str(TEXT / "train.jsonl"),
+        max_steps=steps,
+        batch_size=BATCH,
+        max_length=MAX_LENGTH,
+        lr=LR,
+        against=[],
+        **extra,
+    )
+
+
+def child(kind: str, args) -> dict:
+    """One timed run of `--speed-steps` steps; prints {"step_s", "peak_mb", "losses"}."""
     out = Path(tempfile.mkdtemp()) / "out"
     if kind == "merger":
         from merger.sweep.jobs import train_model
 
-        settings = SFTSettings(
-            data=str(TEXT / "train.jsonl"),
-            max_steps=args.speed_steps,
-            batch_size=BATCH,
-            max_length=MAX_LENGTH,
-            lr=LR,
-            against=[],
-            save_steps=10_000,
-        )
+        settings = heal_settings(args.speed_steps, save_steps=10_000)
         run = train_model(Path(args.model), "pretrain", settings, out, device=args.device, show_progress=False)
         losses = [json.loads(line)["loss"] for line in (out / "train_metrics.jsonl").read_text().splitlines()]
         return {"step_s": run.train_runtime / run.steps, "peak_mb": peak_mb(args.device), "losses": losses}
@@ -139,19 +144,9 @@ def upscale(work: Path, model: str, preserve: bool) -> Path:
 
 
 def heal(source: Path, out: Path, args, **extra) -> Path:
-    from merger.config.train import SFTSettings
     from merger.sweep.jobs import train_model
 
-    settings = SFTSettings(
-        data=str(TEXT / "train.jsonl"),
-        max_steps=args.steps,
-        batch_size=BATCH,
-        max_length=MAX_LENGTH,
-        lr=LR,
-        against=[],
-        **extra,
-    )
-    train_model(source, "pretrain", settings, out, device=args.device, show_progress=True)
+    train_model(source, "pretrain", heal_settings(args.steps, **extra), out, device=args.device, show_progress=True)
     return out
 
 
@@ -204,6 +199,7 @@ def main() -> None:
     from rich.table import Table
 
     from merger.core.demo import prepare
+    from merger.core.logs import library_output
 
     args.model = args.model or str(prepare("smollm2"))
     console = Console()
@@ -232,15 +228,16 @@ def main() -> None:
             f"largest loss difference at any step: {figures['loss_max_diff']:.2e}"
         )
     preserve = upscale(work, args.model, True)
-    models = {
-        "source": Path(args.model),
-        "upscaled": upscaled,
-        "preserve": preserve,
-        "upscaled+cpt": heal(upscaled, work / "upscaled-cpt", args),
-        "upscaled+cpt+distill": heal(upscaled, work / "upscaled-distill", args, distill=True),
-        "preserve+cpt(inserted)": heal(preserve, work / "preserve-cpt", args, layers="inserted"),
-    }
-    ppl, scores, gap = measure(models, args)
+    with library_output(work / "bench.log"):  # the libraries' bars and warnings go to a log, as in merger's verbs
+        models = {
+            "source": Path(args.model),
+            "upscaled": upscaled,
+            "preserve": preserve,
+            "upscaled+cpt": heal(upscaled, work / "upscaled-cpt", args),
+            "upscaled+cpt+distill": heal(upscaled, work / "upscaled-distill", args, distill=True),
+            "preserve+cpt(inserted)": heal(preserve, work / "preserve-cpt", args, layers="inserted"),
+        }
+        ppl, scores, gap = measure(models, args)
     recovered = {
         name: (ppl["upscaled"] - ppl[name]) / (ppl["upscaled"] - ppl["source"])
         for name in models
