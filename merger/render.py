@@ -58,10 +58,15 @@ def plan(console: Console, p: SweepPlan) -> None:
             else ""
         )
     )
+    items = f"{p.eval.limit} items per task" if p.eval.limit else "every item"
     for recipe, refine in {c.recipe_path: c.refine for c in p.candidates if c.refine}.items():
-        chain = "".join(f"; then the top {r.top} -> {' -> '.join(s.kind for s in r.train)} -> eval" for r in refine)
+        chain = "".join(
+            f"; then stage {n}: the top {r.top} trained ({' -> '.join(s.kind for s in r.train)}) into {r.top} "
+            f"children, scored on {items}"
+            for n, r in enumerate(refine, 1)
+        )
         console.print(
-            f"{Path(recipe).name}: its candidates{chain}, each child tested against its parent on the same items",
+            f"{Path(recipe).name}: its candidates{chain}; each child tested against its parent on the same items",
             soft_wrap=True,
         )
 
