@@ -16,7 +16,7 @@ from merger.core.atomic import atomic_write
 from merger.core.errors import UserError
 from merger.sweep.journal import Journal
 from merger.sweep.racing import Racing, racing_for
-from merger.sweep.selection import order, rank, versus_parents
+from merger.sweep.selection import never_kept, order, rank, versus_parents
 
 
 def racing(journal: Journal, meta: SweepMeta) -> Racing:
@@ -82,12 +82,11 @@ def entries(journal: Journal, meta: SweepMeta) -> list[LeaderboardRow]:
 
 def decide(journal: Journal, meta: SweepMeta) -> Decision | None:
     """The decision line: the race's last look, over the candidates scored on the most items."""
-    gaps = versus(journal, meta)
-    values = {
-        c: v
-        for c, v in _values(journal, meta, meta.select.signal).items()
-        if not meta.candidates[c].reference and (c not in gaps or gaps[c][0] > 0)
-    }
+    decided = _values(journal, meta, meta.select.signal)
+    parents = {cid: c.parent for cid, c in meta.candidates.items() if c.parent}
+    references = {cid for cid, c in meta.candidates.items() if c.reference}
+    out = never_kept(decided, parents, references, racing(journal, meta))
+    values = {c: v for c, v in decided.items() if c not in out}
     if not values:
         return None
     race = racing(journal, meta)

@@ -21,7 +21,6 @@ from merger.config.recipe import Candidate, ExecuteSettings, child, input_models
 from merger.config.results import EvalSummary, Scores, SweepCandidate, SweepMeta, TaskScore
 from merger.core.atomic import atomic_output_dir, atomic_write
 from merger.core.errors import UserError
-from merger.core.hf import cache_root
 from merger.merge.run import in_memory_supported
 from merger.publish.card import write_card
 from merger.sweep import executors, jobs, strategies
@@ -30,7 +29,7 @@ from merger.sweep.journal import Journal
 from merger.sweep.leaderboard import decide, write_reports
 from merger.sweep.plan import plan_sweep, sweep_settings
 from merger.sweep.racing import Racing, Values, racing_for
-from merger.sweep.selection import Ranked, rank, versus_parents
+from merger.sweep.selection import Ranked, never_kept, rank
 from merger.sweep.strategies import search
 from merger.sweep.strategies.base import Fixed, Goal, Strategy
 
@@ -103,20 +102,20 @@ class Sweep:
     def score_stage(self, goal: Goal) -> str:
         return f"eval-{goal.split}-{self.eval_key}-{goal.offset}-{goal.limit}"
 
-    def chain(self, c: Candidate) -> list[tuple[str, str, Path]]:
-        """A trained candidate's stages as (candidate, stage, output folder): the merge, then each training step,
-        the last writing the candidate's model. A refined child of a trained parent starts from the parent's model
-        (while it is there) and runs only its own steps."""
+    def chain(self, c: Candidate) -> list[tuple[str, str, Path, int | None]]:
+        """A trained candidate's stages as (candidate, stage, output folder, index of its training step): the merge,
+        then each training step, the last writing the candidate's model. A refined child of a trained parent starts
+        from the parent's model (while it is there) and runs only its own steps."""
         parent = self.candidates.get(c.parent) if c.parent else None
         own = self.folder(c.id)
         head = self.chain(parent)[-1] if parent is not None and parent.train else None
         if head is not None and self.journal.done(head[0], head[1]) and _has_model(head[2]):
-            stages, first = [head], len(parent.train) + 1
+            stages, first = [head], len(parent.train)
         else:
-            stages, first = [(c.id, "merge", own / "merged")], 1
-        for number in range(first, len(c.train) + 1):
-            folder = own / ("model" if number == len(c.train) else f"step-{number}")
-            stages.append((c.id, f"train-{number}-{c.train[number - 1].kind}", folder))
+            stages, first = [(c.id, "merge", own / "merged", None)], 0
+        for index in range(first, len(c.train)):
+            folder = own / ("model" if index == len(c.train) - 1 else f"step-{index + 1}")
+            stages.append((c.id, f"train-{index + 1}-{c.train[index].kind}", folder, index))
         return stages
 
     def next_unit(self, goal: Goal) -> jobs.Unit | None:
@@ -142,13 +141,12 @@ class Sweep:
         if c.train:
             chain = self.chain(c)
             ready = max(
-                (i for i, (cid, stage, out) in enumerate(chain) if done(cid, stage) and _has_model(out)), default=-1
+                (i for i, (cid, stage, out, _) in enumerate(chain) if done(cid, stage) and _has_model(out)), default=-1
             )
             if ready == -1:
                 return jobs.Unit(c, "merge", "merge", self.folder(c.id) / "merged")
             if ready < len(chain) - 1:
-                _, stage, folder = chain[ready + 1]
-                step = int(stage.split("-")[1]) - 1
+                _, stage, folder, step = chain[ready + 1]
                 return jobs.Unit(c, stage, "train", folder, source=chain[ready][2], step=step)
         elif not in_memory_supported(c) and not saved:
             return jobs.Unit(c, "save", "save", model)  # vocabulary surgery: scored from disk, like a kept one
@@ -199,7 +197,7 @@ class Sweep:
                 if isinstance(event, Finished):
                     self.record(event)
                     continue
-                key = (event.unit.candidate.id, event.unit.stage)
+                key = (event.unit.journal_id, event.unit.stage)
                 self.losses[key] = self.losses.get(key, 0) + 1
                 if self.losses[key] > LEASES:
                     raise UserError.one(
@@ -286,18 +284,19 @@ class Sweep:
         return rank(self.values(), self.select.metric, self.values(self.select.signal), self.racing())
 
     def eligible(self, ranked: list[Ranked]) -> list[Ranked]:
-        """The ranking without the refined children not shown better than their parent (the parent stays)."""
+        """The ranking without those never kept (`selection.never_kept`)."""
         parents = {cid: c.parent for cid, c in self.candidates.items() if c.parent}
-        gaps = versus_parents(self.values(self.select.signal), parents, self.racing())
-        return [r for r in ranked if not self.candidates[r.id].reference and (r.id not in gaps or gaps[r.id][0] > 0)]
+        references = {cid for cid, c in self.candidates.items() if c.reference}
+        out = never_kept(self.values(self.select.signal), parents, references, self.racing())
+        return [r for r in ranked if r.id not in out]
 
     def references(self) -> list[Candidate]:
         """The sweep's local input models (not named merges, not LoRA pairs), as reference candidates."""
-        made = str(cache_root() / "merges")
         found = {}
         for c in [c for c in self.candidates.values() if c.stage == 0 and not c.reference]:
+            made = {named.path for named in c.upstream}
             for ref in input_models(c.merge):
-                if "+" not in ref and not ref.startswith(made) and (Path(ref) / "config.json").exists():
+                if "+" not in ref and ref not in made and (Path(ref) / "config.json").exists():
                     found.setdefault(ref, reference(ref, c))
         for r in found.values():
             if r.id not in self.candidates:

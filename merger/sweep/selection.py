@@ -82,3 +82,10 @@ def versus_parents(
     pairs = {c: p for c, p in parents.items() if c in decided and p in decided}
     race = replace(racing, candidates=len(pairs) + 1)
     return {c: race.gap(decided[c], decided[p]) for c, p in pairs.items()}
+
+
+def never_kept(decided: dict[str, Values], parents: dict[str, str], references: set[str], racing: Racing) -> set[str]:
+    """Who can never be best or kept: the input models scored as reference rows, and the refined children not
+    shown better than their parent (lower bound of `versus_parents` not above 0; the parent stays eligible)."""
+    gaps = versus_parents(decided, parents, racing)
+    return set(references) | {c for c, (low, _) in gaps.items() if low <= 0}

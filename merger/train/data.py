@@ -25,13 +25,13 @@ class RowReport:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
 
 
-def read_rows(source: str, columns: tuple[str, ...], what: str) -> list[dict[str, Any]]:
+def read_rows(source: str, columns: tuple[str, ...], what: str, field: str = "--data") -> list[dict[str, Any]]:
     """A local JSONL file, or a hub dataset id (its train split); its first row must have one of `columns` (each
-    entry a column, or several joined by '+')."""
+    entry a column, or several joined by '+'). `field` names the setting the source came from, for errors."""
     path = Path(source)
     if path.suffix in (".jsonl", ".json") or path.exists():
         if not path.is_file():
-            raise UserError.one(source, "--data", f"no such {what} file")
+            raise UserError.one(source, field, f"no such {what} file")
         rows = []
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if not line.strip():
@@ -50,12 +50,10 @@ def read_rows(source: str, columns: tuple[str, ...], what: str) -> list[dict[str
             rows = [dict(r) for r in datasets.load_dataset(source, split="train")]
         except Exception as exc:  # datasets raises many types, all meaning 'not available here'
             raise UserError.one(
-                source,
-                "--data",
-                f"not a local file, and the hub dataset could not be loaded ({str(exc).splitlines()[0]})",
+                source, field, f"not a local file, and the hub dataset could not be loaded ({str(exc).splitlines()[0]})"
             ) from None
     if not rows:
-        raise UserError.one(source, "--data", f"holds no {what}")
+        raise UserError.one(source, field, f"holds no {what}")
     if not any(all(c in rows[0] for c in option.split("+")) for option in columns):
         wanted = " or ".join(", ".join(option.split("+")) for option in columns)
         raise UserError.one(source, "columns", f"has {', '.join(rows[0]) or 'none'}; {what} needs {wanted}")

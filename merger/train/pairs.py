@@ -21,7 +21,6 @@ class Pair:
     prompt: list[dict[str, str]]
     chosen: list[dict[str, str]]
     rejected: list[dict[str, str]]
-    source_row: int
 
     def as_row(self) -> dict[str, Any]:
         return {"prompt": self.prompt, "chosen": self.chosen, "rejected": self.rejected}
@@ -62,7 +61,7 @@ def normalize(rows: list[dict[str, Any]], source: str) -> tuple[list[Pair], RowR
         elif chosen[0]["content"].strip() == rejected[0]["content"].strip():
             report.drop("chosen identical to rejected")
         else:
-            pairs.append(Pair(prompt, chosen, rejected, number))
+            pairs.append(Pair(prompt, chosen, rejected))
     return pairs, report
 
 

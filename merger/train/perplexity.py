@@ -3,33 +3,19 @@
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 from merger.core.errors import UserError
+from merger.train.data import read_rows
 
 
 def heldout_texts(path: str, count: int) -> list[str]:
-    file = Path(path)
-    if not file.is_file():
-        raise UserError.one(path, "heldout", "no such held-out text file")
-    texts = []
-    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError.one(path, f"line {number}", f"not valid JSON ({exc.msg})") from None
-        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-            raise UserError.one(path, f"line {number}", 'each line must be {"text": "..."}')
-        texts.append(row["text"])
-        if len(texts) == count:
-            break
-    if not texts:
-        raise UserError.one(path, "heldout", "holds no texts")
-    return texts
+    """The first `count` texts of a {"text"} JSONL file (or hub dataset), each checked to be a string."""
+    rows = read_rows(path, ("text",), "held-out text", field="heldout")[:count]
+    for number, row in enumerate(rows, 1):
+        if not isinstance(row.get("text"), str):
+            raise UserError.one(path, f"row {number}", 'each row must be {"text": "..."}')
+    return [row["text"] for row in rows]
 
 
 def perplexity(model, tokenizer, texts: list[str], max_length: int) -> tuple[float, int]:

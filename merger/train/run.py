@@ -75,14 +75,12 @@ def _inherit_card(model_dir: Path, out: Path, kinds: list[str]) -> None:
     )
 
 
-def _measure(trained, tokenizer, settings: TrainSettings, cache: Path | None = None) -> tuple[float, int]:
+def _measure(trained, tokenizer, texts: list[str], max_length: int, cache: Path | None = None) -> tuple[float, int]:
     """Held-out perplexity; `cache` keeps the before-training figure across a resume."""
     if cache is not None and cache.exists():
         found = json.loads(cache.read_text())
         return found["perplexity"], found["tokens"]
-    value, tokens = perplexity(
-        trained, tokenizer, heldout_texts(settings.heldout, settings.heldout_texts), settings.max_length
-    )
+    value, tokens = perplexity(trained, tokenizer, texts, max_length)
     if cache is not None:
         atomic_write(cache, json.dumps({"perplexity": value, "tokens": tokens}))
     return value, tokens
@@ -114,8 +112,8 @@ def train(
     dtype = compute_dtype(device)
     teacher_dir = teacher_of(model_dir, settings)
     layers = model.resolve_layers(model_dir, settings, AutoConfig.from_pretrained(model_dir).num_hidden_layers)
-    if settings.heldout:
-        heldout_texts(settings.heldout, 1)  # a bad file is one line now, not after training
+    # read now: a bad file is one line before any training, not after it
+    texts = heldout_texts(settings.heldout, settings.heldout_texts) if settings.heldout else None
     if device == "cuda":
         model.check_fits(model_dir, settings, dtype, Path(teacher_dir) if teacher_dir else None)
 
@@ -125,7 +123,8 @@ def train(
     work.mkdir(parents=True, exist_ok=True)
 
     student = model.load(model_dir, settings, device, dtype)
-    before = _measure(student, tokenizer, settings, work / "perplexity_before.json") if settings.heldout else None
+    cache = work / "perplexity_before.json"
+    before = _measure(student, tokenizer, texts, settings.max_length, cache) if texts else None
     peft_config = model.adapt(student, settings, layers)
     teacher = None
     if teacher_dir is not None:
@@ -179,10 +178,8 @@ def train(
     metrics = read_metrics(work / METRICS)
     measured = None
     if before is not None:
-        after, tokens = _measure(trained, tokenizer, settings)
-        measured = Perplexity(
-            source=settings.heldout, texts=settings.heldout_texts, tokens=tokens, before=before[0], after=after
-        )
+        after, tokens = _measure(trained, tokenizer, texts, settings.max_length)
+        measured = Perplexity(source=settings.heldout, texts=len(texts), tokens=tokens, before=before[0], after=after)
     run = TrainRun(
         kind=kind,
         base_model=str(model_dir),
