@@ -1,14 +1,16 @@
-"""Seconds per candidate of a 5-point SLERP t sweep on SmolLM2: `merger sweep` (racing, and on every item)
-against the pipeline users run by hand today (`mergekit-yaml` to disk, then lm-eval on the same items), in one
-run, with the items each scored.
+"""Seconds per candidate of a 5-point SLERP t sweep on SmolLM2, by strategy: every item at once, successive halving
+at about 20% of the every-item sweep's item evaluations, racing, and the pipeline users run by hand (`mergekit-yaml`
+to disk, then lm-eval on the same items), in one run; with the work each sweep really did, read from its journal's
+`work` rows (the workers' own counters), not assumed.
 
-    .venv/bin/python scripts/bench_sweep.py [--limit 8] [--task arc_challenge] [--shots 25]
-    .venv/bin/python scripts/bench_sweep.py --executor ray --workers 2 [--ray-address auto]
+    .venv/bin/python scripts/bench_sweep.py --task hellaswag --shots 0 --limit 100 [--json FILE]
+    .venv/bin/python scripts/bench_sweep.py ... --executor ray --workers 2 [--ray-address auto]
 
-With `--executor ray` the same sweep runs twice instead, with the local executor and with Ray workers, and the
-ratio of the two is printed. The second model is a lightly perturbed copy of SmolLM2 (a stand-in for a sibling
-fine-tune; `--noise 0.05` makes one clearly worse, so racing has something to stop); every pipeline merges the
-same five configs and scores the same items.
+`--json FILE` writes, per pipeline: `per_candidate_s`, `items_fraction` (item evaluations over the every-item
+sweep's), `merges_per_candidate`, `task_builds`, `input_bytes_read` (and `input_bytes` for scale: the inputs'
+size), `scoring_s` and `overhead_s` per candidate (time inside the forward passes, and everything else). With
+`--executor ray` the merger sweeps run on Ray workers. The second model is a lightly perturbed copy of SmolLM2 (a
+stand-in for a sibling fine-tune; `--noise 0.05` makes one clearly worse, so racing has something to stop).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="Ray workers (default: one per GPU, else core)")
     parser.add_argument("--ray-address", default=None, help="a running Ray cluster (default: start one here)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", default=None, help="write the figures here")
     parser.add_argument(
         "--noise", type=float, default=0.001, help="the sibling's noise, in each tensor's std (racing needs a gap)"
     )
@@ -77,9 +80,15 @@ def main() -> None:
             {"sources": [{"model": str(base), "layer_range": [0, 30]}, {"model": str(other), "layer_range": [0, 30]}]}
         ],
     }
-    recipe, every_item = work / "sweep.yaml", work / "every-item.yaml"
-    for path, race in ((recipe, True), (every_item, False)):
-        path.write_text(
+    selects = {
+        "every item": {"race": False},
+        "halving": {"strategy": "halving", "eta": 2, "min_items": max(1, round(args.limit * 0.06))},
+        "racing": {"race": True},
+    }
+    recipes = {}
+    for name, select in selects.items():
+        recipes[name] = work / f"{name.replace(' ', '-')}.yaml"
+        recipes[name].write_text(
             yaml.safe_dump(
                 {
                     "merge": merge,
@@ -90,36 +99,43 @@ def main() -> None:
                         "num_fewshot": args.shots,
                         "data_dir": args.data_dir,
                     },
-                    "select": {"race": race},
+                    "select": select,
                 }
             )
         )
+    executor = []
+    if args.executor == "ray":
+        executor = ["--executor", "ray", *(["--workers", str(args.workers)] if args.workers else [])]
+        executor += ["--ray-address", args.ray_address] if args.ray_address else []
 
-    def timed_sweep(out: Path, *flags: str, path: Path = recipe) -> float:
-        started = time.perf_counter()
-        cmd = [str(BIN / "merger"), "sweep", str(path), "--out", str(out), "--device", args.device, *flags]
-        subprocess.run(cmd, check=True, capture_output=True)
-        return (time.perf_counter() - started) / len(TS)
-
-    def items(out: Path) -> int:
+    def counted(out: Path) -> dict:
+        """The work the sweep did, from the journal: its workers' own counters."""
         import sqlite3
 
         with sqlite3.connect(out / "journal.sqlite") as db:
-            return db.execute("SELECT COUNT(*) FROM items WHERE split='select'").fetchone()[0]
+            items = db.execute("SELECT COUNT(*) FROM items WHERE split='select'").fetchone()[0]
+            merges, builds, read, scoring = db.execute(
+                "SELECT SUM(merges), SUM(task_builds), SUM(input_bytes_read), SUM(scoring_s) FROM work"
+            ).fetchone()
+            workers = db.execute("SELECT COUNT(DISTINCT worker) FROM work").fetchone()[0]
+            scored = db.execute("SELECT COUNT(DISTINCT candidate) FROM work WHERE stage LIKE 'eval-%'").fetchone()[0]
+        return {
+            "items": items,
+            "merges_per_candidate": merges / scored,
+            "task_builds": builds,
+            "workers": workers,
+            "input_bytes_read": read,
+            "scoring_s": scoring / len(TS),
+        }
 
-    ours = timed_sweep(work / "sweep")
-    if args.executor == "ray":
-        flags = ["--executor", "ray"] + (["--workers", str(args.workers)] if args.workers else [])
-        ray_s = timed_sweep(work / "ray", *flags, *(["--ray-address", args.ray_address] if args.ray_address else []))
-        table = Table(title=f"5-point SLERP sweep on SmolLM2, {args.limit} {args.task} items ({args.shots}-shot)")
-        for column in ("executor", "seconds per candidate (wall)"):
-            table.add_column(column)
-        table.add_row("local (one process)", f"{ours:.1f}")
-        table.add_row(f"ray ({args.workers or 'default'} workers, cluster start included)", f"{ray_s:.1f}")
-        table.add_row("speed-up", f"{ours / ray_s:.2f}x")
-        Console().print(table)
-        shutil.rmtree(work, ignore_errors=True)
-        return
+    def timed_sweep(name: str) -> dict:
+        out = work / name.replace(" ", "-")
+        started = time.perf_counter()
+        cmd = [str(BIN / "merger"), "sweep", str(recipes[name]), "--out", str(out), "--device", args.device]
+        subprocess.run([*cmd, *executor], check=True, capture_output=True)
+        return {"per_candidate_s": (time.perf_counter() - started) / len(TS), **counted(out)}
+
+    figures = {name: timed_sweep(name) for name in selects}
 
     # By hand, as users run it: per candidate, the mergekit-yaml CLI to disk, then the lm-eval CLI on the same items
     # (its built-in task, pointed at the same local files by a task YAML that includes it, and --samples).
@@ -181,28 +197,43 @@ def main() -> None:
             capture_output=True,
         )
     theirs = (time.perf_counter() - started) / len(TS)
-    every = timed_sweep(work / "every-item", path=every_item)
-
     budget = len(TS) * args.limit
-    table = Table(title=f"5-point SLERP sweep on SmolLM2, {args.limit} {args.task} items ({args.shots}-shot), CPU")
-    for column in ("pipeline", "items scored", "seconds per candidate", "speed-up over by hand"):
+    figures["by hand"] = {"per_candidate_s": theirs, "items": budget, "merges_per_candidate": 1.0}
+    input_bytes = sum(f.stat().st_size for m in (base, other) for f in Path(m).glob("*.safetensors"))
+    for row in figures.values():
+        row["items_fraction"] = row["items"] / figures["every item"]["items"]
+        row["input_bytes"] = input_bytes
+        if "scoring_s" in row:
+            row["overhead_s"] = row["per_candidate_s"] - row["scoring_s"]
+        row["vs_every_item"] = row["per_candidate_s"] / figures["every item"]["per_candidate_s"]
+        row["speed_up_over_by_hand"] = theirs / row["per_candidate_s"]
+
+    where = f"{args.executor} executor" + (f", {args.workers} workers" if args.workers else "")
+    table = Table(title=f"5-point SLERP sweep on SmolLM2, {args.limit} {args.task} items ({args.shots}-shot), {where}")
+    for column in (
+        "pipeline", "items scored", "s / candidate", "vs every item", "over by hand", "merges / cand.",
+        "task builds", "input GB read", "scoring s / cand.", "overhead s / cand.",
+    ):  # fmt: skip
         table.add_column(column)
-    for name, seconds, n in (
-        ("merger sweep, racing (race: true)", ours, items(work / "sweep")),
-        ("merger sweep, every item (race: false, the default)", every, items(work / "every-item")),
-        ("mergekit-yaml CLI to disk, then lm-eval CLI", theirs, budget),
-    ):
-        table.add_row(name, f"{n} of {budget}", f"{seconds:.1f}", f"{theirs / seconds:.2f}x")
+    for name, row in figures.items():
+        table.add_row(
+            name,
+            f"{row['items']} of {budget} ({row['items_fraction']:.0%})",
+            f"{row['per_candidate_s']:.1f}",
+            f"{row['vs_every_item']:.2f}x",
+            f"{row['speed_up_over_by_hand']:.2f}x",
+            f"{row['merges_per_candidate']:.1f}",
+            str(row.get("task_builds", "-")),
+            f"{row['input_bytes_read'] / 1e9:.2f} of {input_bytes / 1e9:.2f}" if "input_bytes_read" in row else "-",
+            f"{row['scoring_s']:.1f}" if "scoring_s" in row else "-",
+            f"{row['overhead_s']:.1f} ({row['overhead_s'] / row['per_candidate_s']:.0%})"
+            if "overhead_s" in row
+            else "-",
+        )
     Console().print(table)
-    report = subprocess.run(
-        [str(BIN / "merger"), "report", str(work / "sweep")],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "COLUMNS": "250"},  # the decision line on one line
-    )
-    for line in report.stdout.splitlines():
-        if line.startswith(("best ", "undecided")):
-            Console().print(f"racing's decision: {line}", markup=False)
+    if args.json:
+        summary = {"task": args.task, "limit": args.limit, "shots": args.shots, "executor": args.executor}
+        Path(args.json).write_text(json.dumps({**summary, "pipelines": figures}, indent=2) + "\n")
     shutil.rmtree(work, ignore_errors=True)
 
 

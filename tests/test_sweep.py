@@ -180,7 +180,7 @@ def test_one_yardstick_for_memory_and_disk(tiny_models, tmp_path):
     from merger.config.recipe import EvalSettings, expand
     from merger.evaluate.evaluator import evaluate, make_lm
     from merger.merge.run import folder_digest, merge_to_disk
-    from merger.sweep.jobs import live
+    from merger.sweep.workspace import RunOptions, Workspace
 
     data = slerp_recipe(tiny_models["a"], tiny_models["b"], 4, [0.3])
     data["merge"]["dtype"] = "float16"
@@ -189,7 +189,7 @@ def test_one_yardstick_for_memory_and_disk(tiny_models, tmp_path):
     settings = EvalSettings(tasks=["merger_arithmetic"], limit=4)
     scored = []
     for folder in (None, tmp_path / "disk"):
-        model, tokenizer, digest = live(candidate, folder, "cpu", digest=True)
+        model, tokenizer, digest = Workspace(RunOptions("cpu")).live(candidate, folder, digest=True)
         assert model.dtype == torch.float32
         scored.append(
             [i.lls for i in evaluate(make_lm(settings, model, tokenizer), settings, show_progress=False).items]

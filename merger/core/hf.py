@@ -11,7 +11,7 @@ import functools
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -124,18 +124,15 @@ def parse_size(text: str, flag: str = "--shard-size") -> int:
 
 @dataclass(frozen=True)
 class TokenizerInfo:
-    vocab_size: int
     special_tokens: dict[str, str]
 
 
 @dataclass(frozen=True)
 class ModelInfo:
     ref: str
-    local: bool
     config: dict[str, Any]
     weight_files: tuple[str, ...]
     tokenizer: TokenizerInfo | None = None
-    notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def architecture(self) -> str:
@@ -185,12 +182,7 @@ def _read_tokenizer(files: dict[str, Path]) -> TokenizerInfo | None:
             value = value.get("content")
         if value:
             specials[key] = str(value)
-    vocab = 0
-    if "tokenizer.json" in files:
-        from tokenizers import Tokenizer
-
-        vocab = Tokenizer.from_file(str(files["tokenizer.json"])).get_vocab_size(with_added_tokens=True)
-    return TokenizerInfo(vocab_size=vocab, special_tokens=specials)
+    return TokenizerInfo(special_tokens=specials)
 
 
 def _hub_files(repo: str, revision: str | None) -> tuple[dict[str, Path], tuple[str, ...]]:
@@ -238,10 +230,8 @@ def inspect_model(ref: str) -> ModelInfo:
         if "config.json" not in files:
             raise LookupError(f"folder '{path}' has no config.json")
         weights = tuple(files)
-        local = True
     elif HUB_ID.match(path) and not path.startswith((".", "/", "~")):
         files, weights = _hub_files(path, revision)
-        local = False
     else:
         raise LookupError(f"no such model folder '{path}'")
     try:
@@ -252,7 +242,7 @@ def inspect_model(ref: str) -> ModelInfo:
         tokenizer = _read_tokenizer(files)
     except (OSError, ValueError, Exception) as exc:  # tokenizers raises its own Exception type
         raise LookupError(f"tokenizer of '{path}' is not readable: {str(exc).splitlines()[0]}") from None
-    return ModelInfo(ref=ref, local=local, config=config, weight_files=weights, tokenizer=tokenizer)
+    return ModelInfo(ref=ref, config=config, weight_files=weights, tokenizer=tokenizer)
 
 
 @dataclass(frozen=True)

@@ -160,14 +160,17 @@ def _aggregate(results: dict[str, dict], sizes: dict[str, int]) -> tuple[dict[st
     return metrics, errors
 
 
-def make_lm(settings: EvalSettings, model=None, tokenizer=None, folder: Path | None = None, device: str = "auto"):
-    """The lm-eval model that runs the requests: merger's (the default), or lm-eval's own `hf` or `vllm`."""
+def make_lm(
+    settings: EvalSettings, model=None, tokenizer=None, folder: Path | None = None, device: str = "auto", encoders=None
+):
+    """The lm-eval model that runs the requests: merger's (the default), or lm-eval's own `hf` or `vllm`.
+    `encoders`: merger's tokenizations of requests kept so far, one reused when its tokenizer is the same."""
     if settings.backend == "merger":
         from merger.evaluate.lm import MergerLM
 
         if model is None:
-            return MergerLM(pretrained=str(folder), device=device, batch_size=settings.batch_size)
-        return MergerLM(model=model, tokenizer=tokenizer, batch_size=settings.batch_size)
+            return MergerLM(pretrained=str(folder), device=device, batch_size=settings.batch_size, encoders=encoders)
+        return MergerLM(model=model, tokenizer=tokenizer, batch_size=settings.batch_size, encoders=encoders)
     from lm_eval.api.registry import get_model
 
     if folder is None and settings.backend == "vllm":
@@ -186,17 +189,44 @@ def make_lm(settings: EvalSettings, model=None, tokenizer=None, folder: Path | N
         raise UserError.one("eval.backend", "", f"{settings.backend} is not installed here ({exc})") from None
 
 
+class Prepared:
+    """lm-eval's tasks for one set of eval settings, built once (names checked, data read) and reused by every
+    model scored with those settings: a sweep's workspace keeps one per eval key."""
+
+    def __init__(self, settings: EvalSettings):
+        ensure_punkt_tab()
+        self.names = expand(check_names(settings.tasks, settings.include_path))
+        self.root = data_dir(settings.data_dir)
+        with mirrored(self.root):
+            self.loaded = load_tasks(self.names, settings)
+        self.fewshot_seed = settings.fewshot_seed
+
+    def tasks(self) -> dict[str, dict[str, Any]]:
+        """The tasks, their few-shot samplers reseeded: a reused task draws the same few-shot examples as a new
+        one (lm-eval's sampler is stateful)."""
+        for leaves in self.loaded.values():
+            for task in leaves.values():
+                task.set_fewshot_seed(seed=self.fewshot_seed)
+        return self.loaded
+
+
 def evaluate(
-    lm, settings: EvalSettings, *, limit: int | None = None, offset: int = 0, show_progress: bool = True
+    lm,
+    settings: EvalSettings,
+    *,
+    limit: int | None = None,
+    offset: int = 0,
+    show_progress: bool = True,
+    prepared: Prepared | None = None,
 ) -> EvalReport:
     """Score an lm-eval model on `settings.tasks` (items [offset, offset + limit) of each task's seeded order, or
-    `settings.limit`); the same settings give the same items for every model."""
+    `settings.limit`); the same settings give the same items for every model. `prepared`: the tasks already built
+    for these settings."""
     import lm_eval.evaluator
 
-    ensure_punkt_tab()
     limit = limit if limit is not None else settings.limit
-    names = expand(check_names(settings.tasks, settings.include_path))
-    root = data_dir(settings.data_dir)
+    prepared = prepared or Prepared(settings)
+    names, root = prepared.names, prepared.root
     report = EvalReport()
     chat = bool(settings.apply_chat_template) and lm.chat_template(True) is not None
     progress = (
@@ -205,7 +235,7 @@ def evaluate(
         else None
     )
     with mirrored(root), progress or nullcontext():
-        loaded = load_tasks(names, settings)
+        loaded = prepared.tasks()
         for name in names:
             tasks = loaded[name]
             pairs = [(leaf, i) for leaf, task in tasks.items() for i in range(len(task.eval_docs))]

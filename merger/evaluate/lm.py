@@ -14,6 +14,7 @@ a folder (`pretrained=DIR`, as in `lm_eval --model merger --model_args pretraine
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import torch
@@ -49,6 +50,7 @@ class MergerLM(LM):
         batch_size: int | str | None = None,
         max_length: int | None = None,
         max_gen_toks: int = 256,
+        encoders: list[Encoder] | None = None,
         **_ignored,
     ) -> None:
         super().__init__()
@@ -60,7 +62,13 @@ class MergerLM(LM):
             model, tokenizer = load_model(pretrained, device or "auto")
         self.model, self.tokenizer = model.eval(), configure_pad_token(tokenizer, model_config=model.config)
         self.max_length = int(max_length) if max_length else model_max_length(model, tokenizer)
-        self.encoder = Encoder(tokenizer, self.max_length)
+        found = next((e for e in encoders or [] if e.fits(self.tokenizer, self.max_length)), None)
+        if found is None:
+            found = Encoder(self.tokenizer, self.max_length)
+            if encoders is not None:  # kept by the caller (a sweep's workspace) for the next model
+                encoders.append(found)
+        self.encoder = found
+        self.busy_s = 0.0  # seconds inside the model's forward passes and generation (a sweep's `scoring_s`)
         self.batch_size = int(batch_size) if batch_size not in (None, "auto", "") else None
         self.max_gen_toks = int(max_gen_toks)
         pad = self.tokenizer.pad_token_id  # lm-eval's choice when the tokenizer has none, as its hf model makes it
@@ -94,7 +102,11 @@ class MergerLM(LM):
         return token_budget(self.model, width, GPU_TOKEN_BUDGET)
 
     def _score(self, groups: list[list[Encoded]], advance: Callable[[int], None]) -> list[list[tuple[float, bool]]]:
-        return score_items(self.model, groups, self.pad_id, self._budget(groups), advance)
+        started = time.perf_counter()
+        try:
+            return score_items(self.model, groups, self.pad_id, self._budget(groups), advance)
+        finally:
+            self.busy_s += time.perf_counter() - started
 
     # --- the three request types -----------------------------------------------------------------------------
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
@@ -170,6 +182,7 @@ class MergerLM(LM):
     def _generate(self, contexts: list[str], until: list[str], max_gen_toks: int, kwargs: dict) -> list[str]:
         """Greedy generations of one batch; a batch that runs out of GPU memory is halved and retried."""
         ids, mask = self._encode_left(contexts, self.max_length - max_gen_toks)
+        started = time.perf_counter()
         try:
             out = self.model.generate(
                 input_ids=ids,
@@ -190,6 +203,8 @@ class MergerLM(LM):
             return self._generate(contexts[:half], until, max_gen_toks, kwargs) + self._generate(
                 contexts[half:], until, max_gen_toks, kwargs
             )
+        finally:
+            self.busy_s += time.perf_counter() - started
         return [
             postprocess_generated_text(
                 generation=self.tokenizer.decode(row[ids.shape[1] :], skip_special_tokens=True),

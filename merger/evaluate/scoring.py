@@ -38,6 +38,18 @@ class Encoder:
         prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         self.prefix_token_id = prefix
         self.prefix_text = tokenizer.decode(prefix)
+        self.pairs: dict[tuple[str, str], Encoded] = {}  # each request tokenized once, for every model sharing it
+
+    def fits(self, tokenizer, max_length: int) -> bool:
+        """Whether this encoder tokenizes as a new one for `tokenizer` and `max_length` would (a sweep's siblings
+        share their donor's tokenizer, read from the same folder)."""
+        return (
+            self.max_length == max_length
+            and tokenizer.name_or_path == self.tokenizer.name_or_path
+            and len(tokenizer) == len(self.tokenizer)
+            and tokenizer.bos_token_id == self.tokenizer.bos_token_id
+            and tokenizer.eos_token_id == self.tokenizer.eos_token_id
+        )
 
     def encode(self, text: str) -> list[int]:
         # HFLM.tok_encode: the tokenizer's own special-token default, unless the text already starts with BOS.
@@ -46,6 +58,13 @@ class Encoder:
         return self.tokenizer.encode(text)
 
     def pair(self, context: str, continuation: str) -> Encoded:
+        key = (context, continuation)
+        found = self.pairs.get(key)
+        if found is None:
+            found = self.pairs[key] = self._pair(context, continuation)
+        return found
+
+    def _pair(self, context: str, continuation: str) -> Encoded:
         if context == "":
             cont = self.tokenizer.encode(continuation, add_special_tokens=False)
             ctx, cont = ([self.prefix_token_id], cont) if self.prefix_token_id != cont[0] else (cont[:1], cont[1:])

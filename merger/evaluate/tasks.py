@@ -50,7 +50,6 @@ PRESETS: dict[str, list[Protocol]] = {
         Protocol("leaderboard_mmlu_pro", 5, "acc,none", "MMLU-PRO"),
     ],
 }
-LEGACY = {"openllm-v1": "the Open LLM Leaderboard v1 was archived in 2024"}
 PROTOCOLS = {p.task: (preset, p) for preset, protocols in PRESETS.items() for p in protocols}
 
 

@@ -170,6 +170,7 @@ def merge_in_memory(
     trust_remote_code: bool = False,
     lora_merge_cache: Path | None = None,
     digest: bool = True,
+    resident=None,
 ) -> Merged:
     """Merge with mergekit's planner and executor, straight into a live model: nothing written to disk.
 
@@ -177,6 +178,7 @@ def merge_in_memory(
     (it tries to instantiate the abstract `Task[Tensor]`). The planner's own tasks are already validated,
     so the return tasks are built with `model_construct`, which skips only that check. The steps and the seed are
     `run_merge`'s, so the tensors are bit-identical to `mergekit-yaml`'s output, randomized methods included.
+    With `resident` (`resident.Resident`), the input tensors are read from memory once read (a sweep's workspace).
     """
     from accelerate import init_empty_weights
     from mergekit.architecture import get_architecture_info
@@ -207,11 +209,17 @@ def merge_in_memory(
         for w, t in planner._tensors
     ]
     tensors = {}
-    # kept where they are computed: on a GPU box the merged model never stages in host RAM
-    executor = Executor(targets=targets, math_device=options.device, storage_device=options.device)
-    for task, value in executor.run(quiet=True):
-        if isinstance(task, ReturnTensor):
-            tensors[task.weight_info.name] = value.contiguous()
+    if resident is not None:
+        resident.install(loader_cache, config.referenced_models())
+    try:
+        # kept where they are computed: on a GPU box the merged model never stages in host RAM
+        executor = Executor(targets=targets, math_device=options.device, storage_device=options.device)
+        for task, value in executor.run(quiet=True):
+            if isinstance(task, ReturnTensor):
+                tensors[task.weight_info.name] = value.contiguous()
+    finally:
+        if resident is not None:
+            resident.uninstall(loader_cache)
     fingerprint = tensor_digest(tensors) if digest else None
     dtype = next(iter(tensors.values())).dtype
     with init_empty_weights(include_buffers=False):  # weights on `meta`: each is assigned its merged tensor below

@@ -15,13 +15,13 @@ from typing import Any, Literal
 from merger.config.recipe import Candidate, EvalSettings
 from merger.config.results import EvalSummary, ItemRow, TaskResult, TaskScore, TrainRun
 from merger.config.train import TrainSettings
-from merger.core.device import compute_dtype, release, resolve_device
+from merger.core.device import release
 from merger.core.errors import UserError
 from merger.evaluate.documents import reference_texts
 from merger.evaluate.evaluator import evaluate, make_lm, stderr
-from merger.evaluate.model import load_model
-from merger.merge.run import folder_digest, make_named, merge_in_memory, merge_to_disk
+from merger.merge.run import folder_digest, make_named, merge_to_disk
 from merger.sweep.plan import check_disk
+from merger.sweep.workspace import Workspace
 from merger.train.run import train
 from merger.train.sft import kind_of
 
@@ -49,36 +49,24 @@ def materialize(candidate: Candidate, target: Path, device: str, lora_merge_cach
     return merge_to_disk(candidate, target, device=device, force=True, quiet=True, lora_merge_cache=lora_merge_cache)
 
 
-def live(
-    candidate: Candidate, folder: Path | None, device: str, lora_merge_cache: Path | None = None, digest: bool = False
-):
-    """(model, tokenizer, digest): loaded from `folder` when the candidate is on disk (no digest), else merged in
-    memory (with the digest of the merged tensors, when asked for). Either way in the device's compute dtype, so
-    every candidate of a sweep is scored alike (a float16 merge and a refined candidate read from disk alike)."""
-    if folder is not None:
-        return (*load_model(folder, device), None)
-    model, tokenizer, fingerprint = merge_in_memory(
-        candidate, device=device, lora_merge_cache=lora_merge_cache, digest=digest
-    )
-    return model.to(compute_dtype(resolve_device(device))), tokenizer, fingerprint
-
-
 def score(
+    workspace: Workspace,
     candidate: Candidate,
     folder: Path | None,
     settings: EvalSettings,
     split: str,
     limit: int | None,
     offset: int,
-    device: str,
-    lora_merge_cache: Path | None = None,
     digest: bool = False,
 ) -> tuple[EvalSummary, list[ItemRow], str | None]:
-    """Items [offset, offset + limit) of the seeded order, scored; each item's headline value for selection, and
+    """Items [offset, offset + limit) of the seeded order, scored on the workspace's live model (merged or loaded
+    once per candidate) with its tasks (built once per eval settings); each item's headline value for selection, and
     (with `digest`) the digest of the weights scored when they were merged in memory."""
-    model, tokenizer, digest = live(candidate, folder, device, lora_merge_cache, digest)
-    lm = make_lm(settings, model=model, tokenizer=tokenizer)
-    report = evaluate(lm, settings, limit=limit, offset=offset)
+    model, tokenizer, merged = workspace.live(candidate, folder, digest)
+    lm = make_lm(settings, model=model, tokenizer=tokenizer, encoders=workspace.encoders)
+    prepared = workspace.tasks(settings.model_dump_json(), settings)
+    report = evaluate(lm, settings, limit=limit, offset=offset, prepared=prepared)
+    workspace.counters.scoring_s += getattr(lm, "busy_s", 0.0)
     items = [
         ItemRow(
             split=split,
@@ -91,7 +79,7 @@ def score(
         )
         for item in report.items
     ]
-    return report.summary(), items, digest
+    return report.summary(), items, merged if digest else None
 
 
 def save(candidate: Candidate, target: Path, device: str, scored: str | None, lora_merge_cache: Path | None) -> dict:
@@ -142,19 +130,26 @@ class Outcome:
     path: Path | None = None
     items: list[ItemRow] = field(default_factory=list)
     digest: str | None = None  # score: the scored weights' digest, when asked for
+    counters: dict = field(default_factory=dict)  # the work it did (`workspace.Counters`), recorded in the journal
 
 
-def perform(unit: Unit, device: str, lora_merge_cache: Path | None = None) -> Outcome:
-    """Do a unit, on whatever process or machine it was sent to; its GPU memory is given back when it ends (a
-    trainer's reference cycles would otherwise keep it from the next unit)."""
+def perform(unit: Unit, workspace: Workspace) -> Outcome:
+    """Do a unit, on whatever process or machine it was sent to, with that worker's workspace; the work it did is
+    counted in its outcome. GPU memory not kept by the workspace is given back when it ends (a trainer's reference
+    cycles would otherwise keep it from the next unit)."""
+    before = workspace.snapshot()
     try:
-        return _perform(unit, device, lora_merge_cache)
+        outcome = _perform(unit, workspace)
     finally:
         release()
+    outcome.counters = workspace.counters.since(before)
+    return outcome
 
 
-def _perform(unit: Unit, device: str, lora_merge_cache: Path | None) -> Outcome:
-    c = unit.candidate
+def _perform(unit: Unit, workspace: Workspace) -> Outcome:
+    c, device, lora_merge_cache = unit.candidate, workspace.options.device, workspace.options.lora_merge_cache
+    if unit.job in ("upstream", "merge", "train"):  # work that makes new weights: the memory is theirs
+        workspace.drop()
     if unit.job == "upstream":
         return Outcome({}, make_named(c, unit.name, device, lora_merge_cache=lora_merge_cache))
     if unit.job == "merge":
@@ -165,9 +160,7 @@ def _perform(unit: Unit, device: str, lora_merge_cache: Path | None) -> Outcome:
         return Outcome(run, unit.folder)
     if unit.job == "save":
         return Outcome(save(c, unit.folder, device, unit.scored, lora_merge_cache), unit.folder)
-    summary, items, digest = score(
-        c, unit.folder, c.eval, unit.split, unit.limit, unit.offset, device, lora_merge_cache, unit.digest
-    )
+    summary, items, digest = score(workspace, c, unit.folder, c.eval, unit.split, unit.limit, unit.offset, unit.digest)
     return Outcome(summary, None, items, digest)
 
 

@@ -37,6 +37,10 @@ CREATE TABLE IF NOT EXISTS trials (
 CREATE TABLE IF NOT EXISTS items (
     candidate TEXT NOT NULL, split TEXT NOT NULL, task TEXT NOT NULL, item TEXT NOT NULL, position INTEGER NOT NULL,
     value REAL NOT NULL, record TEXT NOT NULL, signal REAL, PRIMARY KEY (candidate, split, task, item));
+CREATE TABLE IF NOT EXISTS work (
+    candidate TEXT NOT NULL, stage TEXT NOT NULL, worker TEXT NOT NULL, seconds REAL NOT NULL, merges INTEGER,
+    loads INTEGER, task_builds INTEGER, input_bytes_read INTEGER, scoring_s REAL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
@@ -160,6 +164,26 @@ class Journal:
                 "WHERE candidate=? AND stage=?",
                 (now, now - started, path, json.dumps(_plain(result)), cid, stage),
             )
+
+    def count_work(self, cid: str, stage: str, worker: str, seconds: float, counters: dict) -> None:
+        """What one unit really did (`workspace.Counters`), a row per run of it: the figures benchmarks read."""
+        self.db.execute(
+            "INSERT INTO work VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                cid,
+                stage,
+                worker,
+                seconds,
+                *(counters.get(k, 0) for k in ("merges", "loads", "task_builds", "input_bytes_read", "scoring_s")),
+            ),
+        )
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+
+    def meta(self, key: str) -> Any:
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
 
     def eval_keys(self) -> set[str]:
         """The eval settings' keys of every scoring stage (`eval-<split>-<key>-<offset>-<limit>`)."""

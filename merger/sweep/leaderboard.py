@@ -20,8 +20,8 @@ from merger.sweep.selection import never_kept, order, rank, versus_parents
 
 
 def racing(journal: Journal, meta: SweepMeta) -> Racing:
-    """The race a sweep ran (its pairs: every candidate, or every trial of a search)."""
-    count = meta.search.trials if meta.search else len(meta.candidates)
+    """The race a sweep ran (its pairs: the candidates it started with, as journaled, or every trial of a search)."""
+    count = journal.meta("race_candidates") or (meta.search.trials if meta.search else len(meta.candidates))
     return racing_for(meta.select, count, journal.task_sizes)
 
 

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -68,6 +69,7 @@ class Sweep:
         self.lora_merge_cache = lora_merge_cache
         self.keep = keep or self.select.keep
         self.counted: dict[str, int | None] = {}
+        self.race_count: int | None = None
         self.eval_key = _key(self.eval.model_dump())  # names its scoring stages: other settings, other stages
         self.journal = Journal(self.out, fresh=fresh)
         if fresh:  # the journal forgot these; their folders go too
@@ -225,6 +227,7 @@ class Sweep:
         path = str(outcome.path) if outcome.path else None
         started = self.started.pop((unit.journal_id, unit.stage))
         self.journal.finish(unit.journal_id, unit.stage, started, path=path, result=outcome.result, items=outcome.items)
+        self.journal.count_work(unit.journal_id, unit.stage, event.worker, time.time() - started, outcome.counters)
         if unit.job == "train" and unit.source.parent == self.folder(cid):  # its own input (not a parent's model)
             shutil.rmtree(unit.source, ignore_errors=True)  # is no longer needed once the journal has its output
         where = "" if event.worker == "local" else f" on {event.worker}"
@@ -232,8 +235,14 @@ class Sweep:
 
     # the sweep --------------------------------------------------------------------------------
     def racing(self) -> Racing:
-        count = self.search.trials if self.search is not None else len(self.candidates)
-        return racing_for(self.select, count, self.journal.task_sizes)
+        """The one stop rule, its error split over the candidates the race starts with (the first stage's, or the
+        search's trials): fixed when it starts and journaled, so the final ranking's intervals are the race's even
+        after refine stages and references add candidates."""
+        if self.race_count is None:
+            first = [c for c in self.candidates.values() if c.stage == 0 and not c.reference]
+            self.race_count = self.search.trials if self.search is not None else len(first)
+            self.journal.set_meta("race_candidates", self.race_count)
+        return racing_for(self.select, self.race_count, self.journal.task_sizes)
 
     def strategy(self) -> Strategy:
         values = lambda cid, below: self.journal.item_values(cid, "select", below, self.select.signal)  # noqa: E731

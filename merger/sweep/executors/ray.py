@@ -1,7 +1,9 @@
 """`ray`: one long-lived worker per GPU (or per `cpus_per_worker` cores where there is none) on a Ray cluster.
 
-Workers keep their process, and with it mergekit's loader cache of the input models, across candidates. The
-driver (this process) leases them one unit at a time and alone writes the journal. A worker that dies is replaced
+Each worker keeps its process, and with it its workspace (`workspace.py`: the input models' tensors, the candidate
+last made live, lm-eval's tasks), across candidates. The driver (this process) leases them one unit at a time and
+alone writes the journal; a unit goes to the idle worker that last worked on its candidate, when there is one, so
+every rung of a candidate scores the model that worker merged once. A worker that dies is replaced
 and its unit is reported `Lost`, for the driver to lease again. Workers write candidate folders under the sweep
 folder, so the driver checks at start that every worker sees that folder at the same path (a shared filesystem).
 """
@@ -20,6 +22,7 @@ from merger.core.atomic import atomic_write
 from merger.core.errors import UserError
 from merger.sweep.executors.base import Finished, Lost
 from merger.sweep.jobs import Outcome, Unit, perform
+from merger.sweep.workspace import RunOptions, Workspace
 
 SHARED_CHECK = ".shared-check"
 STARTS = 3  # times a worker that dies before its first unit is started again
@@ -32,7 +35,7 @@ class SweepWorker:
         import torch
 
         torch.set_num_threads(threads)  # its output goes to Ray's log files (log_to_driver=False), not the terminal
-        self.device, self.lora_merge_cache = device, Path(lora_merge_cache) if lora_merge_cache else None
+        self.workspace = Workspace(RunOptions(device, Path(lora_merge_cache) if lora_merge_cache else None))
 
     def where(self) -> str:
         return f"{socket.gethostname()}:{os.getpid()}"
@@ -44,7 +47,7 @@ class SweepWorker:
             return False
 
     def run(self, unit: Unit) -> Outcome:
-        return perform(unit, self.device, self.lora_merge_cache)
+        return perform(unit, self.workspace)
 
 
 class RayExecutor:
@@ -90,6 +93,7 @@ class RayExecutor:
         self.idle = [self._start() for _ in range(self.slots)]
         self.names = {}
         self.running: dict = {}  # object ref -> (unit, actor)
+        self.holds: dict = {}  # actor -> the candidate it last worked on
         try:
             self._check_shared(out)
         except BaseException:
@@ -141,7 +145,12 @@ class RayExecutor:
             )
 
     def submit(self, unit: Unit) -> None:
-        actor = self.idle.pop()
+        """To the idle worker that last worked on this candidate (it holds its live model), else the one idle
+        longest without such a claim."""
+        holder = next((a for a in self.idle if self.holds.get(a) == unit.candidate.id), None)
+        actor = holder if holder is not None else self.idle[0]
+        self.idle.remove(actor)
+        self.holds[actor] = unit.candidate.id
         self.running[actor.run.remote(unit)] = (unit, actor)
 
     def events(self) -> Iterator[Finished | Lost]:

@@ -1,0 +1,82 @@
+"""A worker's workspace: each candidate merged once, each input read once, lm-eval's tasks built once, and the same
+tensors and scores as work done from nothing."""
+
+import sqlite3
+
+import yaml
+from test_sweep import slerp_recipe, sweep, write
+
+from merger.config.recipe import EvalSettings, expand
+from merger.evaluate.evaluator import evaluate, make_lm
+from merger.merge.run import folder_digest, merge_in_memory, merge_to_disk
+from merger.sweep.workspace import RunOptions, Workspace
+
+
+def safetensors_bytes(folder) -> int:
+    from safetensors import safe_open
+
+    total = 0
+    for path in folder.glob("*.safetensors"):
+        with safe_open(path, framework="pt") as handle:
+            for name in handle.keys():
+                t = handle.get_tensor(name)
+                total += t.numel() * t.element_size()
+    return total
+
+
+def test_resident_inputs_give_mergekits_tensors_and_are_read_once(tiny_models, tmp_path):
+    recipe = write(tmp_path / "r.yaml", slerp_recipe(tiny_models["a"], tiny_models["b"], 4, [0.3, 0.7]))
+    first, second = expand(recipe)
+    workspace = Workspace(RunOptions("cpu"))
+    for c in (first, second):
+        model, _, digest = workspace.live(c, None, digest=True)
+        merge_to_disk(c, tmp_path / c.id, device="cpu", quiet=True)
+        assert digest == folder_digest(tmp_path / c.id), "resident inputs merge to mergekit-yaml's tensors"
+    inputs = safetensors_bytes(tiny_models["a"]) + safetensors_bytes(tiny_models["b"])
+    assert workspace.counters.merges == 2
+    assert workspace.counters.input_bytes_read <= inputs, "each input tensor read from disk once, for both merges"
+    assert workspace.resident.bytes_read > 0
+    # a merge without the workspace is not served the kept tensors (mergekit's own loaders are given back)
+    assert merge_in_memory(second, device="cpu").digest == folder_digest(tmp_path / second.id)
+
+
+def test_a_live_candidate_is_merged_once_and_tasks_built_once(tiny_models, tmp_path):
+    recipe = write(tmp_path / "r.yaml", slerp_recipe(tiny_models["a"], tiny_models["b"], 4, [0.3]))
+    [c] = expand(recipe)
+    settings = EvalSettings(tasks=["merger_arithmetic"], limit=12)
+    workspace = Workspace(RunOptions("cpu"))
+    slices = []
+    for offset, limit in ((0, 4), (4, 8)):
+        model, tokenizer, _ = workspace.live(c, None, digest=False)
+        lm = make_lm(settings, model, tokenizer, encoders=workspace.encoders)
+        prepared = workspace.tasks("key", settings)
+        slices += evaluate(lm, settings, limit=limit, offset=offset, prepared=prepared, show_progress=False).items
+    assert workspace.counters.merges == 1 and workspace.counters.task_builds == 1
+    fresh = merge_in_memory(c, device="cpu", digest=False)  # each slice from nothing, as before workspaces
+    again = []
+    for offset, limit in ((0, 4), (4, 8)):
+        lm = make_lm(settings, fresh.model, fresh.tokenizer)
+        again += evaluate(lm, settings, limit=limit, offset=offset, show_progress=False).items
+    assert [(i.id, i.lls, i.metrics) for i in slices] == [(i.id, i.lls, i.metrics) for i in again]
+
+
+def test_a_halving_sweep_merges_each_candidate_once(tiny_models, tmp_path):
+    recipe = write(
+        tmp_path / "r.yaml",
+        slerp_recipe(
+            tiny_models["a"],
+            tiny_models["b"],
+            4,
+            [0.0, 0.25, 0.5, 0.75],
+            eval={"tasks": ["merger_arithmetic"], "limit": 16},
+            select={"strategy": "halving", "min_items": 4, "eta": 2},
+        ),
+    )
+    out = tmp_path / "sweep"
+    sweep(recipe, "--out", out)
+    db = sqlite3.connect(out / "journal.sqlite")
+    merges = dict(db.execute("SELECT candidate, SUM(merges) FROM work WHERE stage LIKE 'eval-%' GROUP BY candidate"))
+    rungs = dict(db.execute("SELECT candidate, COUNT(*) FROM work WHERE stage LIKE 'eval-%' GROUP BY candidate"))
+    assert sorted(rungs.values()) == [1, 1, 2, 3] and set(merges.values()) == {1}
+    assert db.execute("SELECT SUM(task_builds) FROM work").fetchone()[0] == 1
+    assert yaml.safe_load(db.execute("SELECT value FROM meta WHERE key='race_candidates'").fetchone()[0]) == 4
