@@ -80,3 +80,37 @@ def test_a_halving_sweep_merges_each_candidate_once(tiny_models, tmp_path):
     assert sorted(rungs.values()) == [1, 1, 2, 3] and set(merges.values()) == {1}
     assert db.execute("SELECT SUM(task_builds) FROM work").fetchone()[0] == 1
     assert yaml.safe_load(db.execute("SELECT value FROM meta WHERE key='race_candidates'").fetchone()[0]) == 4
+
+
+def test_report_on_a_sweep_killed_before_it_finished(tiny_models, tmp_path, monkeypatch):
+    """`merger report` reads the journal alone: a sweep stopped midway gives its leaderboard so far."""
+    from typer.testing import CliRunner
+
+    from merger.cli import app
+    from merger.sweep.run import Sweep
+
+    recipe = write(
+        tmp_path / "r.yaml",
+        slerp_recipe(
+            tiny_models["a"], tiny_models["b"], 4, [0.0, 0.5, 1.0], eval={"tasks": ["merger_arithmetic"], "limit": 8}
+        ),
+    )
+    record, seen = Sweep.record, []
+
+    def killed_after_two(self, event):
+        record(self, event)
+        seen.append(event.unit.stage)
+        if sum(stage.startswith("eval-") for stage in seen) == 2:
+            raise KeyboardInterrupt  # as a kill would, before the third candidate and before sweep.json
+
+    monkeypatch.setattr(Sweep, "record", killed_after_two)
+    out = tmp_path / "sweep"
+    CliRunner().invoke(app, ["sweep", str(recipe), "--out", str(out), "--device", "cpu"])
+    assert not (out / "sweep.json").exists()
+    result = CliRunner().invoke(app, ["report", str(out)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output + result.stderr
+    import json
+
+    rows = json.loads((out / "leaderboard.json").read_text())
+    assert len(rows) == 2 and all(r["n_items"] == 8 for r in rows)
+    assert "Leaderboard" in (out / "leaderboard.md").read_text()

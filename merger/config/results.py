@@ -364,6 +364,9 @@ class CandidateRow(BaseModel):
     params: dict[str, Any] = Field(description="Its sweep point.")
     config: dict[str, Any] = Field(description="The resolved merge, its training steps, and the merge's seed.")
     notes: list[str] = Field(default_factory=list, description="What validation noted about it.")
+    parent: str | None = Field(None, description="A refined child's parent.")
+    stage: int = Field(0, description="0 for the sweep's own candidates; k for a child of refine stage k.")
+    reference: str | None = Field(None, description="A reference row: the input model scored as it is.")
 
 
 class StageRow(BaseModel):

@@ -25,7 +25,8 @@ FILES = ("journal.sqlite", "journal.sqlite-wal", "journal.sqlite-shm")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS candidates (
-    id TEXT PRIMARY KEY, recipe TEXT NOT NULL, params TEXT NOT NULL, config TEXT NOT NULL, created REAL NOT NULL);
+    id TEXT PRIMARY KEY, recipe TEXT NOT NULL, params TEXT NOT NULL, config TEXT NOT NULL, created REAL NOT NULL,
+    parent TEXT, stage INTEGER NOT NULL DEFAULT 0, reference TEXT);
 CREATE TABLE IF NOT EXISTS stages (
     candidate TEXT NOT NULL, stage TEXT NOT NULL, status TEXT NOT NULL, started REAL, finished REAL,
     seconds REAL, path TEXT, result TEXT, runs INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (candidate, stage));
@@ -69,6 +70,9 @@ class Journal:
         self.db.executescript(SCHEMA)
         if "signal" not in {row[1] for row in self.db.execute("PRAGMA table_info(items)")}:  # written before signals
             self.db.execute("ALTER TABLE items ADD COLUMN signal REAL")
+        if "stage" not in {row[1] for row in self.db.execute("PRAGMA table_info(candidates)")}:  # before lineage
+            for column in ("parent TEXT", "stage INTEGER NOT NULL DEFAULT 0", "reference TEXT"):
+                self.db.execute(f"ALTER TABLE candidates ADD COLUMN {column}")
         self.fallbacks: set[str] = set()  # tasks whose items lack the signal asked for: read by their metric
 
     def close(self) -> None:
@@ -80,19 +84,38 @@ class Journal:
     def add_candidate(self, c: Candidate) -> None:
         config = {"merge": c.merge, "train": [step.dump() for step in c.train], "random_seed": c.random_seed}
         self.db.execute(
-            "INSERT OR IGNORE INTO candidates VALUES (?, ?, ?, ?, ?)",
-            (c.id, c.recipe_path, json.dumps(c.params), json.dumps(config, sort_keys=True), time.time()),
+            "INSERT OR IGNORE INTO candidates (id, recipe, params, config, created, parent, stage, reference) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                c.id,
+                c.recipe_path,
+                json.dumps(c.params),
+                json.dumps(config, sort_keys=True),
+                time.time(),
+                c.parent,
+                c.stage,
+                c.reference,
+            ),
         )
         self.db.executemany("INSERT OR IGNORE INTO notes VALUES (?, ?)", [(c.id, note) for note in c.notes])
 
     def candidates(self) -> list[CandidateRow]:
-        rows = self.db.execute("SELECT id, recipe, params, config FROM candidates ORDER BY created, id").fetchall()
+        rows = self.db.execute(
+            "SELECT id, recipe, params, config, parent, stage, reference FROM candidates ORDER BY created, id"
+        ).fetchall()
         notes: dict[str, list[str]] = {}
         for cid, note in self.db.execute("SELECT candidate, note FROM notes ORDER BY rowid"):
             notes.setdefault(cid, []).append(note)
         return [
             CandidateRow(
-                id=r[0], recipe=r[1], params=json.loads(r[2]), config=json.loads(r[3]), notes=notes.get(r[0], [])
+                id=r[0],
+                recipe=r[1],
+                params=json.loads(r[2]),
+                config=json.loads(r[3]),
+                notes=notes.get(r[0], []),
+                parent=r[4],
+                stage=r[5],
+                reference=r[6],
             )
             for r in rows
         ]

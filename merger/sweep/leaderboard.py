@@ -11,7 +11,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from merger.config.results import Decision, LeaderboardRow, Reported, SearchSummary, SweepMeta
+from merger.config.results import Decision, LeaderboardRow, Reported, SearchSummary, SweepCandidate, SweepMeta
 from merger.core.atomic import atomic_write
 from merger.core.errors import UserError
 from merger.sweep.journal import Journal
@@ -312,10 +312,30 @@ def _progress(ax, search: SearchSummary, metric: str) -> None:
     ax.legend(fontsize=7)
 
 
-def write_reports(journal: Journal, out: Path) -> list[LeaderboardRow]:
-    meta = SweepMeta.model_validate_json((out / "sweep.json").read_text())
+def meta_of(journal: Journal, out: Path) -> SweepMeta:
+    """`sweep.json`, or, for a sweep that never finished (killed, or still running), its settings and candidates as
+    the journal has them: each candidate counted on every item it was scored on so far."""
+    if (out / "sweep.json").exists():
+        return SweepMeta.model_validate_json((out / "sweep.json").read_text())
+    settings = journal.meta("settings")
+    if settings is None:
+        raise UserError.one(str(out), "DIR", "no sweep here to report on")
+    candidates = {
+        row.id: SweepCandidate(
+            recipe=row.recipe, params=row.params, parent=row.parent, stage=row.stage, reference=row.reference
+        )
+        for row in journal.candidates()
+        if journal.item_values(row.id, "select")
+    }
+    return SweepMeta.model_validate({**settings, "candidates": candidates})
+
+
+def write_reports(journal: Journal, out: Path, meta: SweepMeta | None = None) -> list[LeaderboardRow]:
+    """leaderboard.json/.md and report.png, and the table and decision line on the terminal; `meta`: the sweep's
+    (default: read from `sweep.json`, or from the journal when the sweep did not finish)."""
+    meta = meta or meta_of(journal, out)
     rows = entries(journal, meta)
-    decision = decide(journal, meta)
+    decision = meta.decision or decide(journal, meta)
     atomic_write(
         out / "leaderboard.json",
         json.dumps([r.model_dump(mode="json", exclude_none=True) for r in rows], indent=2) + "\n",
@@ -332,10 +352,10 @@ def write_reports(journal: Journal, out: Path) -> list[LeaderboardRow]:
 
 
 def report(out: Path) -> list[LeaderboardRow]:
-    """`merger report`: redraw a finished sweep's leaderboard and plots from its journal."""
+    """`merger report`: redraw a sweep's leaderboard and plots from its journal (so far, when it did not finish)."""
     out = Path(out)
-    if not Journal.exists(out) or not (out / "sweep.json").exists():
-        raise UserError.one(str(out), "DIR", "no finished sweep here to report on")
+    if not Journal.exists(out):
+        raise UserError.one(str(out), "DIR", "no sweep here to report on")
     journal = Journal(out)
     try:
         return write_reports(journal, out)

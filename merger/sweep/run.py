@@ -88,6 +88,12 @@ class Sweep:
         except BaseException:
             self.journal.close()
             raise
+        settings = {
+            "metric": self.select.metric,
+            "eval": self.eval.model_dump(mode="json"),
+            "select": self.select.model_dump(mode="json"),
+        }
+        self.journal.set_meta("settings", settings)  # what `merger report` reads of a sweep that did not finish
         for c in self.candidates.values():
             self.journal.add_candidate(c)
         self.started: dict[tuple[str, str], float] = {}
@@ -396,7 +402,7 @@ def run_sweep(
         )
         meta.decision = decide(sweep.journal, meta)
         atomic_write(out / "sweep.json", meta.model_dump_json(indent=2) + "\n")
-        write_reports(sweep.journal, out)
+        write_reports(sweep.journal, out, meta)
     finally:
         sweep.close()
     return out / "best"
