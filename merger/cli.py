@@ -18,6 +18,8 @@ from merger.core.hf import cache_root
 from merger.core.logs import library_output
 from merger.evaluate.evaluator import evaluate_folder
 from merger.evaluate.report import results_table
+from merger.flow import checks, verbs
+from merger.flow.options import RunOptions
 from merger.publish import card as cards
 from merger.publish.export import export as export_model
 from merger.publish.preflight import run_checks
@@ -69,7 +71,7 @@ def validate(
     verbose: bool = flags.VERBOSE,
 ) -> None:
     """Parse, expand and check every candidate without merging anything."""
-    candidates, report = plan.validate_recipes([str(r) for r in recipes], allow_pickle, trust_remote_code, strict)
+    candidates, report = checks.validate_recipes([str(r) for r in recipes], allow_pickle, trust_remote_code, strict)
     if candidates:
         out.print(render.candidates_table(candidates))
     if show_config:
@@ -85,7 +87,7 @@ def merge(
     out_dir: Path = typer.Option(..., "--out", help="Output folder (a Hugging Face model folder)."),
     candidate: str | None = typer.Option(None, "--candidate", help="Candidate id, when the recipe sweeps."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
-    shard_size: str = typer.Option("5GB", "--shard-size", help="Largest safetensors shard, e.g. 5GB."),
+    shard_size: str = flags.SHARD_SIZE,
     force: bool = flags.FORCE,
     allow_pickle: bool = flags.ALLOW_PICKLE,
     trust_remote_code: bool = flags.TRUST_CODE,
@@ -96,19 +98,8 @@ def merge(
 ) -> None:
     """Merge one candidate of a recipe through mergekit, atomically."""
     with err.status(f"Merging {recipe} -> {out_dir}"):
-        c = plan.merge_one(
-            recipe,
-            out_dir,
-            candidate=candidate,
-            device=device,
-            shard_size=shard_size,
-            force=force,
-            allow_pickle=allow_pickle,
-            trust_remote_code=trust_remote_code,
-            strict=strict,
-            random_seed=random_seed,
-            lora_merge_cache=lora_merge_cache,
-        )
+        options = RunOptions(device, lora_merge_cache, trust_remote_code, allow_pickle, strict, random_seed)
+        c = verbs.merge_one(recipe, out_dir, options, candidate, shard_size, force)
     render.notes(err, c.notes)
     out.print(f"[green]wrote[/green] {out_dir} (candidate [bold]{c.id}[/bold], {c.merge['merge_method']})")
 
@@ -140,9 +131,7 @@ def trainer_verb(name: str, kind: str | None, settings_model: type, doc: str) ->
         verbose: bool = flags.VERBOSE,
         **settings,
     ) -> None:
-        from merger.sweep.jobs import train_model  # trl and peft: imported by the verbs that train, not by --help
-
-        run = train_model(model_dir, kind, build(settings), out_dir, device=device, force=force)
+        run = verbs.train_model(model_dir, kind, build(settings), out_dir, device=device, force=force)
         out.print(render.train_table(run, out_dir))
 
     verb.__name__, verb.__doc__ = name, doc
@@ -184,17 +173,8 @@ def sweep(
         return render.plan(out, plan.plan_sweep(recipes, keep, device, strict, random_seed, execute))
     from merger.sweep.run import run_sweep
 
-    best = run_sweep(
-        recipes,
-        out_dir,
-        device=device,
-        keep=keep,
-        fresh=fresh,
-        strict=strict,
-        random_seed=random_seed,
-        lora_merge_cache=lora_merge_cache,
-        execute=execute,
-    )
+    options = RunOptions(device, lora_merge_cache, strict=strict, random_seed=random_seed)
+    best = run_sweep(recipes, out_dir, options, keep=keep, fresh=fresh, execute=execute)
     out.print(f"[green]best:[/green] {best}")
 
 
@@ -221,7 +201,7 @@ def export(
     model_dir: Path = typer.Argument(..., help="The model folder to export."),
     out_dir: Path = typer.Option(..., "--out", help="The upload-ready folder."),
     dtype: str = typer.Option("bf16", "--dtype", help="bf16, fp16 or fp32."),
-    shard_size: str = typer.Option("5GB", "--shard-size", help="Largest safetensors shard."),
+    shard_size: str = flags.SHARD_SIZE,
     push_to_hub: str | None = typer.Option(None, "--push-to-hub", help="Upload to this Hub repo."),
     eval_results: bool = typer.Option(False, "--eval-results", help="Add .eval_results/ for benchmark scores."),
     force: bool = flags.FORCE,

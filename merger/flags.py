@@ -15,6 +15,7 @@ from merger.core.errors import Problem, UserError, problems_from
 
 # Flags several verbs share, declared once.
 DEVICE = typer.Option("auto", "--device", help="cpu, cuda or auto.")
+SHARD_SIZE = typer.Option("5GB", "--shard-size", help="Largest safetensors shard, e.g. 5GB.")
 FORCE = typer.Option(False, "--force", help="Replace a non-empty output folder.")
 ALLOW_PICKLE = typer.Option(False, "--allow-pickle", help="Accept models that ship only pickled weights.")
 TRUST_CODE = typer.Option(False, "--trust-remote-code", help="Accept and run models' custom code.")

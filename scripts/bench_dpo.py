@@ -35,7 +35,7 @@ def peak_mb(device: str) -> float:
 def child(kind: str, full: bool, args) -> dict:
     """One training run; prints {"steps_per_s", "peak_mb"}."""
     from merger.config.train import DPOSettings
-    from merger.sweep.jobs import train_model
+    from merger.flow.verbs import train_model
 
     settings = DPOSettings(
         data=args.data,

@@ -79,6 +79,7 @@ def run(work: Path, name: str, data: dict, device: str) -> dict:
     import yaml
 
     from merger.core.logs import library_output
+    from merger.flow.options import RunOptions
     from merger.sweep.run import run_sweep
 
     path = work / f"{name}.yaml"
@@ -86,7 +87,7 @@ def run(work: Path, name: str, data: dict, device: str) -> dict:
     out = work / name
     started = time.perf_counter()
     with library_output(work / "libraries.log"):
-        run_sweep([path], out, device=device)
+        run_sweep([path], out, RunOptions(device))
     seconds = time.perf_counter() - started
     board = json.loads((out / "leaderboard.json").read_text())
     meta = json.loads((out / "sweep.json").read_text())
@@ -141,7 +142,7 @@ def study(args, base: Path, other: Path) -> None:
     from rich.table import Table
     from scipy.stats import spearmanr
 
-    from merger.config.recipe import EvalSettings, point
+    from merger.config.recipe import EvalSettings, Points
     from merger.evaluate.evaluator import evaluate, load_tasks, make_lm
     from merger.evaluate.mirror import data_dir, mirrored
     from merger.merge.run import merge_in_memory
@@ -150,8 +151,9 @@ def study(args, base: Path, other: Path) -> None:
     work = Path(tempfile.mkdtemp())
     path = work / "study.yaml"
     path.write_text(yaml.safe_dump(recipe(base, other, args.task, 1, 1)))
+    point = Points(path).at
     candidates = [
-        point(path, {p: round(rng.random(), 3) for p in [*GRADIENT, DEFAULT_T]}) for _ in range(args.study_candidates)
+        point({p: round(rng.random(), 3) for p in [*GRADIENT, DEFAULT_T]}) for _ in range(args.study_candidates)
     ]
     settings = EvalSettings(tasks=[args.task])
     with mirrored(data_dir(None)):

@@ -65,7 +65,7 @@ def child(kind: str, args) -> dict:
     """One timed run of `--speed-steps` steps; prints {"step_s", "peak_mb", "losses"}."""
     out = Path(tempfile.mkdtemp()) / "out"
     if kind == "merger":
-        from merger.sweep.jobs import train_model
+        from merger.flow.verbs import train_model
 
         settings = heal_settings(args.speed_steps, save_steps=10_000)
         run = train_model(Path(args.model), "pretrain", settings, out, device=args.device, show_progress=False)
@@ -144,7 +144,7 @@ def upscale(work: Path, model: str, preserve: bool) -> Path:
 
 
 def heal(source: Path, out: Path, args, **extra) -> Path:
-    from merger.sweep.jobs import train_model
+    from merger.flow.verbs import train_model
 
     train_model(source, "pretrain", heal_settings(args.steps, **extra), out, device=args.device, show_progress=True)
     return out

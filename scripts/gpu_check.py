@@ -299,11 +299,12 @@ def main() -> None:
 
     @check("sweep", skip)
     def _sweep():
+        from merger.flow.options import RunOptions
         from merger.sweep.run import run_sweep
 
         out = work / "sweep"
         started = time.perf_counter()
-        run_sweep([recipe([0.0, 0.5, 1.0])], out, device=device)
+        run_sweep([recipe([0.0, 0.5, 1.0])], out, RunOptions(device))
         rows = json.loads((out / "leaderboard.json").read_text())
         return {"candidates": len(rows), "seconds_per_candidate": round((time.perf_counter() - started) / 3, 2)}
 

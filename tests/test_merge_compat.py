@@ -172,6 +172,7 @@ def test_randomized_merges_are_seeded_and_recorded(tmp_path, tiny_models):
     assert first["id"] != seeded["id"], "an explicit seed is part of the candidate"
 
 
+@pytest.mark.slow
 def test_dare_sweep_saves_the_model_it_scored_and_repeats(tmp_path, tiny_models):
     recipe = {
         "merge": dare(tiny_models["a"], tiny_models["b"], tiny_models["c"]),

@@ -15,7 +15,7 @@ from test_sweep import slerp_recipe, sweep, write
 from typer.testing import CliRunner
 
 from merger.cli import app
-from merger.config.recipe import point, search_space
+from merger.config.recipe import Points
 from merger.sweep.journal import Journal
 from merger.sweep.racing import Racing
 from merger.sweep.strategies import search
@@ -52,12 +52,13 @@ def search_recipe(tiny_models, tmp_path, space=None, **settings):
 
 def test_a_space_parses(tiny_models, tmp_path):
     path = search_recipe(tiny_models, tmp_path)
-    space = search_space(path)
+    points = Points(path)
+    space, point = points.space, points.at
     assert space["merge.parameters.t.1.value"].step == 0.25 and space["merge.dtype"].choices == ["float32", "bfloat16"]
-    c = point(path, {"merge.parameters.t.0.value.1": 0.9, "merge.dtype": "bfloat16"})
+    c = point({"merge.parameters.t.0.value.1": 0.9, "merge.dtype": "bfloat16"})
     assert c.merge["parameters"]["t"][0]["value"] == [0.2, 0.9, 0.8] and c.merge["dtype"] == "bfloat16"
     assert c.params == {"merge.parameters.t.0.value.1": 0.9, "merge.dtype": "bfloat16"}
-    assert c.id != point(path, {"merge.parameters.t.0.value.1": 0.8}).id, "a point is its content hash"
+    assert c.id != point({"merge.parameters.t.0.value.1": 0.8}).id, "a point is its content hash"
 
 
 @pytest.mark.parametrize(
@@ -97,18 +98,18 @@ def test_racing_stops_a_clearly_worse_trial_early(tiny_models, tmp_path, pruner)
         return {"task": {f"{i:03d}": float(good[cid]) for i in range(n)}} if n else {}
 
     def propose(params):
-        c = point(path, params)
+        c = Points(path).at(params)
         good[c.id] = params["merge.parameters.t.1.value"] < 0.5
         return c
 
     from merger.config.recipe import SearchSettings
 
     settings = SearchSettings.model_validate(
-        {"trials": 8, "seed": 5, "sampler": "random", "min_items": 4, "pruner": pruner, "space": search_space(path)}
+        {"trials": 8, "seed": 5, "sampler": "random", "min_items": 4, "pruner": pruner, "space": Points(path).space}
     )
     journal = Journal(tmp_path / "journal")
     racing = Racing("mean", 0.95, 1.0, settings.trials)
-    strategy = search.Search(settings, search_space(path), 64, "mean", propose, values, journal, racing)
+    strategy = search.Search(settings, Points(path).space, 64, "mean", propose, values, journal, racing)
     while not strategy.finished():
         for goal in strategy.ask(1):
             reached[goal.cid] = goal.offset + goal.limit

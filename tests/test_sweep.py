@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 from conftest import HUB, REPO
 from typer.testing import CliRunner
@@ -58,6 +59,7 @@ def sweep(*args):
     return result
 
 
+@pytest.mark.slow
 def test_grid_sweep_resumes_without_redoing(tiny_models, tmp_path):
     recipe = write(
         tmp_path / "r.yaml",
@@ -127,6 +129,7 @@ def test_grid_sweep_resumes_without_redoing(tiny_models, tmp_path):
     assert "(by metric" in result.output and result.output.count("no gold-choice probability") == 1
 
 
+@pytest.mark.slow
 def test_halving_promotes_the_best_fraction(tiny_models, tmp_path):
     recipe = write(
         tmp_path / "r.yaml",
@@ -143,6 +146,12 @@ def test_halving_promotes_the_best_fraction(tiny_models, tmp_path):
     sweep(recipe, "--out", out)
     items = sorted(r["n_items"] for r in json.loads((out / "leaderboard.json").read_text()))
     assert items == [4, 4, 8, 16], "4 candidates on 4 items, 2 promoted to 8, 1 to the full 16"
+    db = sqlite3.connect(out / "journal.sqlite")  # each candidate merged once for all its rungs, tasks built once
+    merges = dict(db.execute("SELECT candidate, SUM(merges) FROM work WHERE stage LIKE 'eval-%' GROUP BY candidate"))
+    rungs = dict(db.execute("SELECT candidate, COUNT(*) FROM work WHERE stage LIKE 'eval-%' GROUP BY candidate"))
+    assert sorted(rungs.values()) == [1, 1, 2, 3] and set(merges.values()) == {1}
+    assert db.execute("SELECT SUM(task_builds) FROM work").fetchone()[0] == 1
+    assert json.loads(db.execute("SELECT value FROM meta WHERE key='race_candidates'").fetchone()[0]) == 4
 
 
 def test_lock_stops_a_second_sweep(tiny_models, tmp_path):
@@ -179,8 +188,9 @@ def test_one_yardstick_for_memory_and_disk(tiny_models, tmp_path):
 
     from merger.config.recipe import EvalSettings, expand
     from merger.evaluate.evaluator import evaluate, make_lm
+    from merger.flow.options import RunOptions
+    from merger.flow.workspace import Workspace
     from merger.merge.run import folder_digest, merge_to_disk
-    from merger.sweep.workspace import RunOptions, Workspace
 
     data = slerp_recipe(tiny_models["a"], tiny_models["b"], 4, [0.3])
     data["merge"]["dtype"] = "float16"
@@ -275,6 +285,7 @@ def test_smollm2_solar_chain_survives_sigkill(smollm2, smollm2_variant, tmp_path
     assert json.loads((model / "config.json").read_text())["num_hidden_layers"] == 44
 
 
+@pytest.mark.slow
 def test_fresh_starts_over_but_never_under_a_running_sweep(tiny_models, tmp_path):
     from merger.sweep.journal import Journal
 

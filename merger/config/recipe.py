@@ -84,8 +84,10 @@ class EvalSettings(BaseModel):
     apply_chat_template: bool = Field(False, description="Render prompts with the model's chat template.")
     fewshot_as_multiturn: bool = Field(True, description="With a chat template: few-shot examples as chat turns.")
     system_instruction: str | None = Field(None, description="A system message put before every prompt.")
-    backend: Literal["merger", "hf", "vllm"] = Field(
-        "merger", description="Who runs the model: merger's fast scorer, or lm-eval's hf or vllm models."
+    backend: str = Field(
+        "merger",
+        description="Who runs the model (`evaluate/backends/`): merger's fast scorer, or lm-eval's hf or vllm "
+        "models; vllm scores models on disk, so a sweep saves each candidate first.",
     )
     batch_size: int | None = Field(None, gt=0, description="Items per batch (default: by device).")
     gen_kwargs: dict[str, Any] | None = Field(
@@ -542,16 +544,27 @@ def _point(path: Path, base: dict[str, Any], params: dict[str, Any], random_seed
 REF_KEYS = ("model", "base_model", "tokenizer_source", "source")  # where a mergekit config names a model
 
 
-def _refs(node: Any) -> Iterator[tuple[str, str]]:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key in REF_KEYS and isinstance(value, str):
-                yield key, value
-            elif key != "parameters":
-                yield from _refs(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _refs(value)
+def config_entries(node: dict[str, Any], prefix: str = "merge") -> Iterator[tuple[str, str, Any]]:
+    """Every (field path, key, value) of a nested config, mappings inside lists included."""
+    for key, value in node.items():
+        here = f"{prefix}.{key}"
+        yield here, key, value
+        if isinstance(value, dict):
+            yield from config_entries(value, here)
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, dict):
+                    yield from config_entries(item, f"{here}.{i}")
+
+
+def model_refs(merge: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """Every (field path, model reference) in a mergekit config, parameters excluded: the one walker over the
+    places a config names a model (`model`, `base_model`, a tokenizer's source that is not `union` or `base`)."""
+    for path, key, value in config_entries(merge):
+        if ".parameters" in path or not isinstance(value, str):
+            continue
+        if key in ("model", "base_model") or (key in ("tokenizer_source", "source") and value not in ("union", "base")):
+            yield path, value
 
 
 def _substitute(node: Any, names: dict[str, str]) -> Any:
@@ -579,7 +592,7 @@ def _upstream(
     document changes exactly the folders of what depends on it."""
     if not upstream:
         return merge, merge, []
-    needs = {name: {r.split("+")[0] for _, r in _refs(doc)} & set(upstream) for name, doc in upstream.items()}
+    needs = {name: {r.split("+")[0] for _, r in model_refs(doc)} & set(upstream) for name, doc in upstream.items()}
     order: list[str] = []
 
     def visit(name: str, trail: list[str]) -> None:
@@ -590,7 +603,7 @@ def _upstream(
                 visit(before, trail + [name])
             order.append(name)
 
-    for name in sorted({r.split("+")[0] for _, r in _refs(merge)} & set(upstream)):
+    for name in sorted({r.split("+")[0] for _, r in model_refs(merge)} & set(upstream)):
         visit(name, [])
     folders, hashes, made = {}, {}, []
     for name in order:
@@ -636,11 +649,17 @@ def _base(path: Path) -> tuple[Recipe, dict[str, Any]]:
     return parse_recipe(path, data), {k: v for k, v in data.items() if k not in ("sweep", "search")}
 
 
-def search_space(path: str | Path) -> dict[str, Dimension]:
-    """A search recipe's space, checked against the recipe: every path exists, a range is over a number; the
-    `sweep:` axes join it as choices."""
-    path = Path(path)
-    return _space(path, *_base(path))
+class Points:
+    """A recipe read once (a search's: its space checked), and the candidate at any point of it."""
+
+    def __init__(self, path: str | Path, random_seed: int | None = None):
+        self.path, self.random_seed = Path(path), random_seed
+        recipe, self.base = _base(self.path)
+        self.space: dict[str, Dimension] = _space(self.path, recipe, self.base) if recipe.search else {}
+
+    def at(self, params: dict[str, Any]) -> Candidate:
+        """The candidate a search proposes: the recipe with `params` set (its `sweep:` and `search:` aside)."""
+        return _point(self.path, self.base, params, self.random_seed)
 
 
 def _space(path: Path, recipe: Recipe, base: dict[str, Any]) -> dict[str, Dimension]:
@@ -670,12 +689,6 @@ def _space(path: Path, recipe: Recipe, base: dict[str, Any]) -> dict[str, Dimens
     if problems:
         raise UserError(problems)
     return space
-
-
-def point(path: str | Path, params: dict[str, Any], random_seed: int | None = None) -> Candidate:
-    """The candidate a search proposes: the recipe with `params` set (its `sweep:` and `search:` aside)."""
-    path = Path(path)
-    return _point(path, _base(path)[1], params, random_seed)
 
 
 def expand(path: str | Path, random_seed: int | None = None) -> list[Candidate]:

@@ -17,8 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, model_serializer, 
 from merger.config.recipe import EvalSettings, SelectSettings
 from merger.config.train import DPOSettings, SFTSettings
 
-
 # --- training --------------------------------------------------------------------------------------------------
+PROVENANCE = ("mergekit_config.yml", "merger_recipe.yaml", "merger_candidate.json")  # what a merge writes of itself
+HISTORY = "merger_train.json"  # `TrainHistory`
+
+
 class TrainData(BaseModel):
     """What was read from the training data and what was kept."""
 
@@ -354,6 +357,14 @@ class LeaderboardRow(BaseModel):
     tasks: dict[str, float] = Field(description="Task -> mean on the selection items.")
     n_items: int = Field(description="Selection items scored.")
     reported: Reported | None = Field(None, description="The winner's score on disjoint report items.")
+
+
+class Weights(BaseModel):
+    """A candidate's weights as the journal records them: the digest of those scored (stage `scored-weights`), or of
+    those saved and whether they were checked against the scored ones (stage `save`)."""
+
+    digest: str | None = Field(None, description="tensor digest (merge.run.tensor_digest); None: scored from disk.")
+    checked_against_scored: bool = Field(False, description="save: the saved weights' digest equals the scored one.")
 
 
 class CandidateRow(BaseModel):

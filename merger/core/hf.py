@@ -43,12 +43,17 @@ def pickled_files(folder: Path) -> list[str]:
     return sorted(p.name for p in Path(folder).iterdir() if p.is_file() and p.name.endswith(PICKLE_SUFFIXES))
 
 
+def is_model_folder(folder: Path | str) -> bool:
+    """Whether `folder` holds a Hugging Face model (its config.json): a finished merge or step wrote it last."""
+    return (Path(folder) / "config.json").exists()
+
+
 def require_model_folder(folder: Path, *, weights: bool = True, tokenizer: bool = True) -> Path:
     """A Hugging Face model folder merger can load: config.json, safetensors weights, a tokenizer."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError.one(str(folder), "", "no such model folder")
-    if not (folder / "config.json").exists():
+    if not is_model_folder(folder):
         raise UserError.one(str(folder), "config.json", "missing: not a Hugging Face model folder")
     if weights and not list(folder.glob("*.safetensors")):
         pickled = pickled_files(folder)

@@ -21,7 +21,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from merger.config.recipe import EvalSettings
 from merger.config.results import EvalReport, ItemRecord, TaskScore
-from merger.core.device import resolve_device
 from merger.core.errors import UserError
 from merger.evaluate.mirror import data_dir, mirrored, require_splits
 from merger.evaluate.punkt import ensure_punkt_tab
@@ -163,30 +162,10 @@ def _aggregate(results: dict[str, dict], sizes: dict[str, int]) -> tuple[dict[st
 def make_lm(
     settings: EvalSettings, model=None, tokenizer=None, folder: Path | None = None, device: str = "auto", encoders=None
 ):
-    """The lm-eval model that runs the requests: merger's (the default), or lm-eval's own `hf` or `vllm`.
-    `encoders`: merger's tokenizations of requests kept so far, one reused when its tokenizer is the same."""
-    if settings.backend == "merger":
-        from merger.evaluate.lm import MergerLM
+    """The lm-eval model that runs the requests (`backends/`: merger's, the default, or lm-eval's own)."""
+    from merger.evaluate import backends
 
-        if model is None:
-            return MergerLM(pretrained=str(folder), device=device, batch_size=settings.batch_size, encoders=encoders)
-        return MergerLM(model=model, tokenizer=tokenizer, batch_size=settings.batch_size, encoders=encoders)
-    from lm_eval.api.registry import get_model
-
-    if folder is None and settings.backend == "vllm":
-        raise UserError.one("eval.backend", "", "vllm scores models on disk only; use merger or hf for this stage")
-    if settings.backend == "hf" and model is not None:
-        from lm_eval.models.huggingface import HFLM
-
-        return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=settings.batch_size or 1)
-    device = resolve_device(device)
-    args = {"pretrained": str(folder), "batch_size": settings.batch_size or ("auto" if device != "cpu" else 1)}
-    if settings.backend == "hf":
-        args["device"] = device
-    try:
-        return get_model(settings.backend).create_from_arg_obj(args)
-    except ImportError as exc:
-        raise UserError.one("eval.backend", "", f"{settings.backend} is not installed here ({exc})") from None
+    return backends.make(settings, model, tokenizer, folder, device, encoders)
 
 
 class Prepared:

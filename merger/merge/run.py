@@ -12,7 +12,7 @@ import yaml
 from merger.config.recipe import Candidate, seed_from_id
 from merger.core.atomic import atomic_output_dir, ensure_target_free
 from merger.core.device import resolve_device
-from merger.core.hf import cache_root, parse_size
+from merger.core.hf import cache_root, is_model_folder, parse_size
 
 
 def merge_to_disk(
@@ -68,7 +68,7 @@ def make_named(
     must be made first."""
     named = next(u for u in candidate.upstream if u.name == name)
     folder = Path(named.path)
-    if (folder / "config.json").exists():
+    if is_model_folder(folder):
         return folder
     config = candidate.model_copy(
         update={"merge": named.merge, "upstream": [], "params": {}, "random_seed": seed_from_id(folder.name[-10:])}

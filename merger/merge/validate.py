@@ -13,14 +13,13 @@ import types
 import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from merger.config.recipe import Candidate, output_layers
+from merger.config.recipe import Candidate, config_entries, model_refs, output_layers
 from merger.core.errors import Problem, problems_from
-from merger.core.hf import ModelInfo, inspect_adapter, inspect_model, model_path
+from merger.core.hf import ModelInfo, inspect_adapter, inspect_model, is_model_folder, model_path
 
 SHAPE_KEYS = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads")
 # Where a method interpolates: outside these ranges it extrapolates (t), or a weight subtracts a model.
@@ -37,28 +36,6 @@ class Report:
 
     problems: list[Problem] = field(default_factory=list)
     notes: list[Problem] = field(default_factory=list)
-
-
-def _entries(node: dict[str, Any], prefix: str = "merge") -> Iterator[tuple[str, str, Any]]:
-    """Every (field path, key, value) of a nested config, mappings inside lists included."""
-    for key, value in node.items():
-        here = f"{prefix}.{key}"
-        yield here, key, value
-        if isinstance(value, dict):
-            yield from _entries(value, here)
-        elif isinstance(value, list):
-            for i, item in enumerate(value):
-                if isinstance(item, dict):
-                    yield from _entries(item, f"{here}.{i}")
-
-
-def model_refs(merge: dict[str, Any]) -> Iterator[tuple[str, str]]:
-    """Every (field path, model reference) in a mergekit config, parameters excluded."""
-    for path, key, value in _entries(merge):
-        if ".parameters" in path or not isinstance(value, str):
-            continue
-        if key in ("model", "base_model") or (key == "tokenizer_source" and value not in ("union", "base")):
-            yield path, value
 
 
 def _input_groups(merge: dict[str, Any]) -> Iterator[tuple[str, list[str], str | None, list[tuple[str, Any]]]]:
@@ -146,7 +123,7 @@ def _numbers(value: Any) -> Iterator[float]:
 
 def _parameter_values(merge: dict[str, Any]) -> Iterator[tuple[str, str, Any]]:
     """Every (field path, parameter name, setting) in the config, at any level."""
-    for path, key, value in _entries(merge):
+    for path, key, value in config_entries(merge):
         if key == "parameters" and isinstance(value, dict) and path.count(".parameters") == 1:
             for name, setting in value.items():
                 yield f"{path}.{name}", name, setting
@@ -179,7 +156,7 @@ def _stand_ins(candidate: Candidate) -> dict[str, Callable[[], ModelInfo]]:
     come out, with the layers a passthrough stack gives it."""
     found: dict[str, Callable[[], ModelInfo]] = {}
     for named in candidate.upstream:
-        if not (Path(named.path) / "config.json").exists():
+        if not is_model_folder(named.path):
             first = named.merge.get("base_model") or next(ref for _, ref in model_refs(named.merge))
             found[named.path] = functools.partial(
                 _looks_like, model_path(first), output_layers(named.merge), dict(found)

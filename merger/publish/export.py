@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from merger.config.results import Scores
+from merger.config.results import HISTORY, PROVENANCE, Scores
 from merger.core.atomic import atomic_output_dir, ensure_target_free
 from merger.core.errors import UserError
 from merger.core.hf import hub_offline, parse_size, require_model_folder
@@ -14,14 +14,7 @@ from merger.publish.card import write_card
 from merger.publish.eval_results import write as write_eval_results
 
 SHORT_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}  # the flag's short names for mergekit's
-CARRIED = (
-    "mergekit_config.yml",
-    "merger_recipe.yaml",
-    "merger_candidate.json",
-    "merger_train.json",
-    "train_metrics.jsonl",
-    "merger_scores.json",
-)
+CARRIED = (*PROVENANCE, HISTORY, "train_metrics.jsonl", "merger_scores.json")
 
 
 def export(

@@ -15,37 +15,20 @@ from merger.config.results import Decision, LeaderboardRow, Reported, SearchSumm
 from merger.core.atomic import atomic_write
 from merger.core.errors import UserError
 from merger.sweep.journal import Journal
-from merger.sweep.racing import Racing, racing_for
-from merger.sweep.selection import never_kept, order, rank, versus_parents
+from merger.sweep.selection import order
+from merger.sweep.standing import Standing
 
 
-def racing(journal: Journal, meta: SweepMeta) -> Racing:
-    """The race a sweep ran (its pairs: the candidates it started with, as journaled, or every trial of a search)."""
-    count = journal.meta("race_candidates") or (meta.search.trials if meta.search else len(meta.candidates))
-    return racing_for(meta.select, count, journal.task_sizes)
-
-
-def _values(journal: Journal, meta: SweepMeta, signal: str) -> dict:
-    found = {
-        c.id: journal.item_values(c.id, "select", meta.counted.get(c.id), signal)
-        for c in journal.candidates()
-        if c.id in meta.candidates
-    }
-    return {k: v for k, v in found.items() if v}
-
-
-def versus(journal: Journal, meta: SweepMeta) -> dict[str, tuple[float, float]]:
-    """Each refined child's bounds against its parent (`selection.versus_parents`)."""
-    parents = {cid: c.parent for cid, c in meta.candidates.items() if c.parent}
-    return versus_parents(_values(journal, meta, meta.select.signal), parents, racing(journal, meta))
+def standing(journal: Journal, meta: SweepMeta) -> Standing:
+    return Standing(journal, meta.select, meta.candidates, meta.counted)
 
 
 def entries(journal: Journal, meta: SweepMeta) -> list[LeaderboardRow]:
-    values = _values(journal, meta, "metric")
     steps = {c.id: [next(iter(step)) for step in c.config.get("train") or []] for c in journal.candidates()}
-    gaps = versus(journal, meta)
+    ranks = standing(journal, meta)
+    gaps = ranks.versus()
     rows = []
-    for r in rank(values, meta.metric, _values(journal, meta, meta.select.signal), racing(journal, meta)):
+    for r in ranks.ranked():
         info = meta.candidates[r.id]
         report = journal.item_values(r.id, "report")
         reported = (
@@ -82,14 +65,12 @@ def entries(journal: Journal, meta: SweepMeta) -> list[LeaderboardRow]:
 
 def decide(journal: Journal, meta: SweepMeta) -> Decision | None:
     """The decision line: the race's last look, over the candidates scored on the most items."""
-    decided = _values(journal, meta, meta.select.signal)
-    parents = {cid: c.parent for cid, c in meta.candidates.items() if c.parent}
-    references = {cid for cid, c in meta.candidates.items() if c.reference}
-    out = never_kept(decided, parents, references, racing(journal, meta))
-    values = {c: v for c, v in decided.items() if c not in out}
+    ranks = standing(journal, meta)
+    decided, kept = ranks.values(meta.select.signal), {r.id for r in ranks.eligible()}
+    values = {c: v for c, v in decided.items() if c in kept}
     if not values:
         return None
-    race = racing(journal, meta)
+    race = ranks.racing()
     sizes = {cid: sum(len(v) for v in vs.values()) for cid, vs in values.items()}
     finalists = [cid for cid in order(values, meta.metric) if sizes[cid] == max(sizes.values())]
     verdict = race.look({cid: values[cid] for cid in finalists})

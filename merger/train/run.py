@@ -17,7 +17,7 @@ from types import ModuleType
 
 import yaml
 
-from merger.config.results import Perplexity, TrainHistory, TrainRun
+from merger.config.results import HISTORY, PROVENANCE, Perplexity, TrainHistory, TrainRun
 from merger.config.train import SFTSettings, TrainSettings, upscaled_from
 from merger.core.atomic import atomic_output_dir, atomic_write, ensure_target_free
 from merger.core.device import compute_dtype, resolve_device
@@ -28,8 +28,6 @@ from merger.train.perplexity import heldout_texts, perplexity
 from merger.train.progress import MetricsLog, RichProgress, read_metrics
 
 TRAINERS: dict[str, ModuleType] = {"pretrain": sft, "sft": sft, "dpo": dpo}
-PROVENANCE = ("mergekit_config.yml", "merger_recipe.yaml", "merger_candidate.json")
-HISTORY = "merger_train.json"
 METRICS = "train_metrics.jsonl"
 
 

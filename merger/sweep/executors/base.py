@@ -1,4 +1,4 @@
-"""The one interface every executor offers the driver: submit units, and hear of each as it ends."""
+"""The one interface every executor offers the driver: submit steps, and hear of each as it ends."""
 
 from __future__ import annotations
 
@@ -6,33 +6,33 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from merger.sweep.jobs import Outcome, Unit
+from merger.flow.steps import Outcome, Step
 
 
 @dataclass
 class Finished:
-    unit: Unit
+    step: Step
     outcome: Outcome
     worker: str
 
 
 @dataclass
 class Lost:
-    """The worker running `unit` died; the unit did not finish and can be leased again."""
+    """The worker running `step` died; the step did not finish and can be leased again."""
 
-    unit: Unit
+    step: Step
     worker: str
     why: str
 
 
 class Executor(Protocol):
-    slots: int  # units that can run at once; the driver never has more than this submitted
+    slots: int  # steps that can run at once; the driver never has more than this submitted
 
-    def submit(self, unit: Unit) -> None:
-        """Start `unit` (or queue it to start at once when a worker frees up)."""
+    def submit(self, step: Step) -> None:
+        """Start `step` (or queue it to start at once when a worker frees up)."""
 
     def events(self) -> Iterator[Finished | Lost]:
-        """Wait for the next submitted units to end; yields at least one. A unit's own error is raised here."""
+        """Wait for the next submitted steps to end; yields at least one. A step's own error is raised here."""
 
     def close(self) -> None:
         """Release the workers."""

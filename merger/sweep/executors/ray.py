@@ -1,15 +1,16 @@
 """`ray`: one long-lived worker per GPU (or per `cpus_per_worker` cores where there is none) on a Ray cluster.
 
 Each worker keeps its process, and with it its workspace (`workspace.py`: the input models' tensors, the candidate
-last made live, lm-eval's tasks), across candidates. The driver (this process) leases them one unit at a time and
-alone writes the journal; a unit goes to the idle worker that last worked on its candidate, when there is one, so
+last made live, lm-eval's tasks), across candidates. The driver (this process) leases them one step at a time and
+alone writes the journal; a step goes to the idle worker that last worked on its candidate, when there is one, so
 every rung of a candidate scores the model that worker merged once. A worker that dies is replaced
-and its unit is reported `Lost`, for the driver to lease again. Workers write candidate folders under the sweep
+and its step is reported `Lost`, for the driver to lease again. Workers write candidate folders under the sweep
 folder, so the driver checks at start that every worker sees that folder at the same path (a shared filesystem).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import secrets
@@ -20,22 +21,23 @@ from pathlib import Path
 from merger.config.recipe import ExecuteSettings
 from merger.core.atomic import atomic_write
 from merger.core.errors import UserError
+from merger.flow.options import RunOptions
+from merger.flow.steps import Outcome, Step, perform
+from merger.flow.workspace import Workspace
 from merger.sweep.executors.base import Finished, Lost
-from merger.sweep.jobs import Outcome, Unit, perform
-from merger.sweep.workspace import RunOptions, Workspace
 
 SHARED_CHECK = ".shared-check"
-STARTS = 3  # times a worker that dies before its first unit is started again
+STARTS = 3  # times a worker that dies before its first step is started again
 
 
 class SweepWorker:
-    """A Ray actor: does units on its own device."""
+    """A Ray actor: does steps on its own device."""
 
-    def __init__(self, device: str, lora_merge_cache: str | None, threads: int):
+    def __init__(self, options: RunOptions, threads: int):
         import torch
 
         torch.set_num_threads(threads)  # its output goes to Ray's log files (log_to_driver=False), not the terminal
-        self.workspace = Workspace(RunOptions(device, Path(lora_merge_cache) if lora_merge_cache else None))
+        self.workspace = Workspace(options)
 
     def where(self) -> str:
         return f"{socket.gethostname()}:{os.getpid()}"
@@ -46,12 +48,12 @@ class SweepWorker:
         except OSError:
             return False
 
-    def run(self, unit: Unit) -> Outcome:
-        return perform(unit, self.workspace)
+    def run(self, step: Step) -> Outcome:
+        return perform(step, self.workspace)
 
 
 class RayExecutor:
-    def __init__(self, settings: ExecuteSettings, out: Path, device: str, lora_merge_cache: Path | None):
+    def __init__(self, settings: ExecuteSettings, out: Path, options: RunOptions):
         try:
             import ray
         except ImportError:
@@ -79,7 +81,7 @@ class RayExecutor:
             ) from None
         resources = ray.cluster_resources()
         gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
-        use_gpu = gpus > 0 and device != "cpu"
+        use_gpu = gpus > 0 and options.device != "cpu"
         self.slots = settings.workers or (gpus if use_gpu else max(1, cpus // settings.cpus_per_worker))
         fits = gpus if use_gpu else cpus // settings.cpus_per_worker
         if self.slots > fits:
@@ -88,11 +90,11 @@ class RayExecutor:
                 "merger sweep", "--workers", f"{self.slots} workers do not fit this Ray cluster's {have}"
             )
         self.actor_class = ray.remote(num_cpus=settings.cpus_per_worker, num_gpus=1 if use_gpu else 0)(SweepWorker)
-        self.args = ("cuda" if use_gpu else "cpu", str(lora_merge_cache) if lora_merge_cache else None)
+        self.args = (dataclasses.replace(options, device="cuda" if use_gpu else "cpu"),)
         self.threads = settings.cpus_per_worker
         self.idle = [self._start() for _ in range(self.slots)]
         self.names = {}
-        self.running: dict = {}  # object ref -> (unit, actor)
+        self.running: dict = {}  # object ref -> (step, actor)
         self.holds: dict = {}  # actor -> the candidate it last worked on
         try:
             self._check_shared(out)
@@ -144,21 +146,21 @@ class RayExecutor:
                 "a filesystem shared by every node, at the same path",
             )
 
-    def submit(self, unit: Unit) -> None:
+    def submit(self, step: Step) -> None:
         """To the idle worker that last worked on this candidate (it holds its live model), else the one idle
         longest without such a claim."""
-        holder = next((a for a in self.idle if self.holds.get(a) == unit.candidate.id), None)
+        holder = next((a for a in self.idle if self.holds.get(a) == step.candidate.id), None)
         actor = holder if holder is not None else self.idle[0]
         self.idle.remove(actor)
-        self.holds[actor] = unit.candidate.id
-        self.running[actor.run.remote(unit)] = (unit, actor)
+        self.holds[actor] = step.candidate.id
+        self.running[actor.run.remote(step)] = (step, actor)
 
     def events(self) -> Iterator[Finished | Lost]:
         from ray.exceptions import RayActorError, RayTaskError
 
         ready, _ = self.ray.wait(list(self.running), num_returns=1)
         for ref in ready:
-            unit, actor = self.running.pop(ref)
+            step, actor = self.running.pop(ref)
             name = self.names.get(actor, "worker")
             try:
                 outcome = self.ray.get(ref)
@@ -167,12 +169,12 @@ class RayExecutor:
                 replacement = self._start()
                 self.names[replacement] = "a replacement worker"
                 self.idle.append(replacement)
-                yield Lost(unit, name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                yield Lost(step, name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
                 continue
             except RayTaskError as exc:
                 raise exc.cause if isinstance(exc.cause, BaseException) else exc from None
             self.idle.append(actor)
-            yield Finished(unit, outcome, name)
+            yield Finished(step, outcome, name)
 
     def close(self) -> None:
         for actor in [*self.idle, *(a for _, a in self.running.values())]:
@@ -180,5 +182,5 @@ class RayExecutor:
         self.ray.shutdown()
 
 
-def make(settings: ExecuteSettings, out: Path, device: str, lora_merge_cache: Path | None) -> RayExecutor:
-    return RayExecutor(settings, out, device, lora_merge_cache)
+def make(settings: ExecuteSettings, out: Path, options: RunOptions) -> RayExecutor:
+    return RayExecutor(settings, out, options)

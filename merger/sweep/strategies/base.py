@@ -8,10 +8,11 @@ sweep replays every decision from what was recorded.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
-Values = dict[str, dict[str, float]]  # task -> item id -> value
+from merger.flow.plan import Goal
+from merger.sweep.racing import Values
+
 ValuesOf = Callable[[str, int | None], Values]  # (candidate id, only the first n items of each task or all) -> values
 
 
@@ -21,18 +22,6 @@ def rungs(min_items: int | None, eta: int, limit: int) -> list[int]:
     while found[-1] < limit:
         found.append(min(limit, found[-1] * eta))
     return found
-
-
-@dataclass(frozen=True)
-class Goal:
-    """A candidate scored on items [offset, offset + limit) of a split's seeded order (or, `save`, its weights kept)."""
-
-    cid: str
-    kind: Literal["score", "save"] = "score"
-    split: str = "select"
-    offset: int = 0
-    limit: int | None = None
-    candidate: Any = field(default=None, compare=False)  # a Candidate the driver has not seen yet (a search's)
 
 
 def slice_goal(cid: str, rungs: list[int], k: int, candidate: Any = None) -> Goal:

@@ -1,7 +1,7 @@
 """What a worker keeps between the units it is leased: built once by each executor (the local one, and every Ray
 worker), so a sweep does each piece of work once per worker.
 
-- the run options (`RunOptions`: device, LoRA merge cache), in one object instead of loose arguments;
+- the run options (`options.RunOptions`), in one object instead of loose arguments;
 - the input models' tensors (`merge.resident.Resident`): read from disk once per worker per sweep;
 - the candidates made live, by candidate id (or folder): every rung and slice of one scores the same model, merged
   once (the one in use on the device, the others in host memory, within a budget);
@@ -23,6 +23,7 @@ from merger.config.recipe import Candidate, EvalSettings
 from merger.core.device import compute_dtype, release, resolve_device
 from merger.evaluate.evaluator import Prepared
 from merger.evaluate.model import load_model
+from merger.flow.options import RunOptions
 from merger.merge.resident import Resident, budget_from_env, free_host_bytes
 from merger.merge.run import merge_in_memory
 
@@ -32,14 +33,6 @@ def live_budget_from_env() -> int | None:
     quarter of the host memory free when the first is kept)."""
     value = os.environ.get("MERGER_LIVE_BYTES")
     return int(value) if value else None
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """How a sweep's work runs, wherever it runs."""
-
-    device: str = "auto"
-    lora_merge_cache: Path | None = None
 
 
 @dataclass
@@ -125,7 +118,8 @@ class Workspace:
             self.models.clear()
             release()
 
-    def tasks(self, key: str, settings: EvalSettings) -> Prepared:
+    def tasks(self, settings: EvalSettings) -> Prepared:
+        key = settings.model_dump_json()
         if key not in self.prepared:
             self.prepared[key] = Prepared(settings)
             self.counters.task_builds += 1
