@@ -30,8 +30,10 @@ class Standing:
         found = {cid: self.journal.item_values(cid, "select", self.counted.get(cid), signal) for cid in self.candidates}
         return {cid: v for cid, v in found.items() if v}
 
-    def ranked(self) -> list[Ranked]:
-        return rank(self.values(), self.select.metric, self.values(self.select.signal), self.racing())
+    def ranked(self, decided: dict[str, Values] | None = None) -> list[Ranked]:
+        """`decided`: the values by the deciding signal, when the caller has read them already."""
+        decided = self.values(self.select.signal) if decided is None else decided
+        return rank(self.values(), self.select.metric, decided, self.racing())
 
     def parents(self) -> dict[str, str]:
         return {cid: c.parent for cid, c in self.candidates.items() if c.parent}
@@ -39,8 +41,9 @@ class Standing:
     def eligible(self) -> list[Ranked]:
         """The ranking without those never kept (`selection.never_kept`)."""
         references = {cid for cid, c in self.candidates.items() if c.reference}
-        out = never_kept(self.values(self.select.signal), self.parents(), references, self.racing())
-        return [r for r in self.ranked() if r.id not in out]
+        decided = self.values(self.select.signal)  # read once for both the rule and the ranking
+        out = never_kept(decided, self.parents(), references, self.racing())
+        return [r for r in self.ranked(decided) if r.id not in out]
 
     def versus(self) -> dict[str, tuple[float, float]]:
         """Each refined child's bounds against its parent (`selection.versus_parents`)."""

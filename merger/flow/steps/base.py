@@ -1,5 +1,5 @@
 """What every step is: one leased piece of a candidate's work, as data (picklable, so an executor can ship it to
-another process or machine), with a key built from its content, the folders it needs, and `run` returning a typed
+another process or machine), with a key built from its content and `run` returning a typed
 `Outcome`. A step never touches the journal; the driver records what it returns (`record` says how)."""
 
 from __future__ import annotations
@@ -62,10 +62,6 @@ class Step:
     def label(self) -> str:
         """How the dry run names it."""
         return self.kind
-
-    def needs(self) -> list[Path]:
-        """The folders it reads, which must exist when it starts."""
-        return []
 
     def run(self, workspace: Workspace) -> Outcome:
         raise NotImplementedError

@@ -29,9 +29,6 @@ class Score(Step):
     def label(self) -> str:
         return "merge (in memory) -> eval" if self.folder is None else "eval"
 
-    def needs(self) -> list[Path]:
-        return [self.folder] if self.folder is not None else []
-
     def run(self, workspace) -> Outcome:
         settings = self.candidate.eval
         model = tokenizer = merged = None
