@@ -170,7 +170,7 @@ def sweep(
     """Merge, refine, score and rank every candidate of the recipes; keep the best. Resumable."""
     execute = execute_settings(settings)
     if dry_run:
-        return render.plan(out, plan.plan_sweep(recipes, keep, device, strict, random_seed, execute))
+        return render.plan(out, plan.plan_sweep(recipes, keep, device, strict, random_seed, execute, dry_run=True))
     from merger.sweep.run import run_sweep
 
     options = RunOptions(device, lora_merge_cache, strict=strict, random_seed=random_seed)

@@ -58,6 +58,8 @@ def plan(console: Console, p: SweepPlan) -> None:
             else ""
         )
     )
+    if p.schedule is not None:
+        console.print(schedule_table(p))
     items = f"{p.eval.limit} items per task" if p.eval.limit else "every item"
     for recipe, refine in {c.recipe_path: c.refine for c in p.candidates if c.refine}.items():
         chain = "".join(
@@ -69,6 +71,23 @@ def plan(console: Console, p: SweepPlan) -> None:
             f"{Path(recipe).name}: its candidates{chain}; each child tested against its parent on the same items",
             soft_wrap=True,
         )
+
+
+def schedule_table(p: SweepPlan) -> Table:
+    """Halving's rungs: who is scored on how many items, and what share of the budget each spends."""
+    s, sizes = p.schedule, p.sizes
+    whole = s.survivors[0] * min(sizes.values())
+    table = Table(
+        title=f"halving within {p.select.budget:.0%} of {s.survivors[0]} candidates x {min(sizes.values()):,} items "
+        f"(the smallest task; {', '.join(f'{t} {n:,}' for t, n in sizes.items())})"
+    )
+    for column in ("rung", "candidates", "items per task", "new item evaluations per task", "share of the budget"):
+        table.add_column(column, justify="right")
+    for j, (survivors, items) in enumerate(zip(s.survivors, s.items)):
+        new = survivors * (items - (s.items[j - 1] if j else 0))
+        table.add_row(str(j + 1), str(survivors), f"{items:,}", f"{new:,}", f"{new / s.allowed:.0%}")
+    table.add_row("all", "", "", f"{s.cost:,}", f"{s.cost / s.allowed:.0%} ({s.cost / whole:.1%} of every item)")
+    return table
 
 
 def train_table(run: TrainRun, out: Path) -> Table:

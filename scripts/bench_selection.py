@@ -1,7 +1,7 @@
 """Decision quality of selection strategies, replayed from per-item files: how often each picks a candidate within
 delta of the whole-file best, at what share of the whole-file cost.
 
-    .venv/bin/python scripts/bench_selection.py ITEMS... [--delta 1] [--repeats 200] [--budgets 5,10,20,50]
+    .venv/bin/python scripts/bench_selection.py ITEMS... [--delta 1] [--repeats 1000] [--budgets 5,10,20,50]
                                                 [--confidence 0.95] [--eta 2] [--min-items N] [--json FILE]
 
 ITEMS: `merger eval --items` files, or folders of them; a candidate is a file's name without `.jsonl`, and files
@@ -15,11 +15,15 @@ each task's items, as `eval.limit`), it replays:
 - fixed / prob: the same items, the best by the gold choice's probability (`select.signal: prob`);
 - race / metric and race / prob: the sweep's own racing strategy (`select.race`, the grid), fed from the files,
   slices of min_items, eta times as many, ... up to the budget, stopping what is shown worse and ending once
-  the leader is within delta of every other.
+  the leader is within delta of every other;
+- halving / metric and halving / prob: the sweep's budgeted successive halving (`strategy: halving`,
+  `select.budget` = the budget, no eval.limit), fed from the files, on the same schedule a sweep would run.
+Ties everywhere follow the sweep's rule (`selection.order`: the gold choice's probability, then a hash of the seed).
 and prints, per strategy and budget: the item evaluations it made (share of every candidate on every item),
 P(regret <= delta) where regret is the whole-file score of the best minus that of the pick, the mean regret (points),
 decision accuracy (the share of candidate pairs it orders as the whole files do; over pairs with a candidate whose
-name contains --group separately), how often the whole-file best was eliminated, and a random pick's P(regret <=
+name contains --group separately), how often the whole-file best was eliminated, how often every candidate within
+delta of it was (`cut_all_within_delta`: none of them reached the last rung), and a random pick's P(regret <=
 delta). `--json FILE` writes the same rows.
 """
 
@@ -90,37 +94,45 @@ def accuracy(ranking: list[str], truth: dict[str, float], group: str | None) -> 
     return float(np.mean(right)), (float(np.mean(grouped)) if grouped else None)
 
 
-def fixed(values: dict, orders: dict, limit: int) -> tuple[list[str], int, dict[str, int]]:
+def fixed(values: dict, prob: dict, orders: dict, limit: int, seed: int) -> tuple[list[str], int, dict[str, int]]:
     """Every candidate on the first `limit` items of each task: (ranking, item evaluations, items counted)."""
     scored = {c: ordered(v, orders, limit) for c, v in values.items()}
-    return order(scored, "mean"), sum(len(x) for v in scored.values() for x in v.values()), dict.fromkeys(values, limit)
+    ties = {c: ordered(v, orders, limit) for c, v in prob.items()}
+    ranking = order(scored, "mean", ties, seed)
+    return ranking, sum(len(x) for v in scored.values() for x in v.values()), dict.fromkeys(values, limit)
 
 
-def race(values: dict, orders: dict, limit: int, select: SelectSettings, sizes: dict):
-    """The sweep's racing strategy, fed from the files: (ranking, item evaluations, items counted)."""
+def replay(values: dict, prob: dict, orders: dict, limit: int | None, select: SelectSettings, sizes: dict, seed: int):
+    """A sweep's strategy (racing, or budgeted halving), fed from the files: (ranking, item evaluations, items
+    counted per candidate)."""
     reached = dict.fromkeys(values, 0)
 
-    def seen(cid, below):
-        n = min(reached[cid], below if below is not None else limit)
-        return ordered(values[cid], orders, n) if n else {}
+    def reader(source):
+        def seen(cid, below):
+            n = min(reached[cid], below if below is not None else limit or max(sizes.values()))
+            return ordered(source[cid], orders, n) if n else {}
 
+        return seen
+
+    seen = reader(values)
     racing = Racing(select.metric, select.confidence, select.delta, len(values), lambda: sizes)
-    strategy = strategies.make(list(values), select, limit, seen, racing)
+    strategy = strategies.make(list(values), select, limit, seen, racing, reader(prob), seed)
     while not strategy.finished():
         for goal in strategy.ask(1):
             reached[goal.cid] = goal.offset + goal.limit
             strategy.tell(goal)
     counted = strategy.counted()
     scored = {c: seen(c, counted[c]) for c in values}
+    ties = {c: reader(prob)(c, counted[c]) for c in values}
     items = sum(len(x) for v in scored.values() for x in v.values())
-    return order(scored, select.metric), items, counted
+    return order(scored, select.metric, ties, seed), items, counted
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("items", nargs="+", type=Path)
     parser.add_argument("--delta", type=float, default=1.0, help="the indifference zone, in points")
-    parser.add_argument("--repeats", type=int, default=200, help="seeded item orders replayed")
+    parser.add_argument("--repeats", type=int, default=1000, help="seeded item orders replayed")
     parser.add_argument("--budgets", default="5,10,20,50", help="shares of each task's items, in percent")
     parser.add_argument("--confidence", type=float, default=0.95)
     parser.add_argument("--eta", type=int, default=2)
@@ -170,16 +182,19 @@ def main() -> None:
             eta=args.eta,
             min_items=min(limit, args.min_items or max(1, limit // args.eta**2)),
         )
-        runs = {key: [] for key in (("fixed", "metric"), ("fixed", "prob"), ("race", "metric"), ("race", "prob"))}
+        halving = SelectSettings(strategy="halving", budget=budget / 100, eta=args.eta)
+        runs = {(s, signal): [] for s in ("fixed", "race", "halving") for signal in ("metric", "prob")}
         for r in range(args.repeats):
             rng = np.random.default_rng(r)
             orders = {t: [ids[t][k] for k in rng.permutation(sizes[t])] for t in tasks}
             for (strategy, signal), found in runs.items():
                 values = metric_values if signal == "metric" else signal_values
                 if strategy == "fixed":
-                    found.append(fixed(values, orders, limit))
+                    found.append(fixed(values, signal_values, orders, limit, r))
+                elif strategy == "race":
+                    found.append(replay(values, signal_values, orders, limit, select, sizes, r))
                 else:
-                    found.append(race(values, orders, limit, select, sizes))
+                    found.append(replay(values, signal_values, orders, None, halving, sizes, r))
         top = max(truth, key=truth.get)
         for (strategy, signal), found in runs.items():
             picks = [ranking[0] for ranking, _, _ in found]
@@ -197,7 +212,14 @@ def main() -> None:
                     "decision_accuracy_group": float(np.mean(grouped)) if grouped else None,
                     "best_eliminated": (
                         float(np.mean([counted[top] < max(counted.values()) for _, _, counted in found]))
-                        if strategy == "race"
+                        if strategy != "fixed"
+                        else None
+                    ),
+                    "cut_all_within_delta": (
+                        float(
+                            np.mean([all(counted[c] < max(counted.values()) for c in within) for *_, counted in found])
+                        )
+                        if strategy != "fixed"
                         else None
                     ),
                     "random_pick": random_pick,
@@ -214,6 +236,7 @@ def main() -> None:
         "decision acc.",
         f"acc. ({args.group} pairs)",
         "best eliminated",
+        "all within delta cut",
         "random pick",
     ):
         table.add_column(column, justify="left" if column in ("strategy", "signal") else "right")
@@ -228,6 +251,7 @@ def main() -> None:
             f"{row['decision_accuracy']:.2f}",
             "-" if row["decision_accuracy_group"] is None else f"{row['decision_accuracy_group']:.2f}",
             "-" if row["best_eliminated"] is None else f"{row['best_eliminated']:.2f}",
+            "-" if row["cut_all_within_delta"] is None else f"{row['cut_all_within_delta']:.2f}",
             f"{row['random_pick']:.2f}",
         )
     console.print(table)

@@ -56,7 +56,7 @@ def live(smollm2):
         ("mmlu_anatomy", 0, 26, 8, None),  # a subtask by name (a quoted-key YAML): every mirrored item
         ("truthfulqa_mc2", 0, 4, 4, None),
         ("winogrande", 0, 6, None, None),
-        ("gsm8k", 2, 2, None, "max_gen_toks=64"),
+        ("gsm8k", 2, 20, None, "max_gen_toks=64"),  # 20 generations identical to lm-eval hf's
         ("leaderboard_bbh_boolean_expressions", None, 6, None, None),
         ("leaderboard_musr_team_allocation", None, 2, None, None),
         ("leaderboard_mmlu_pro", None, 3, None, None),
@@ -281,3 +281,53 @@ def test_generation_out_of_memory_halves_then_is_one_line(tiny_models, custom_ta
     monkeypatch.setattr(model, "generate", lambda **kwargs: (_ for _ in ()).throw(torch.OutOfMemoryError("OOM")))
     with pytest.raises(UserError, match="does not fit on the GPU even alone.*max_gen_toks"):
         evaluate(make_lm(settings, model, tokenizer), settings, show_progress=False)
+
+
+LLAMA2_7B = dict(layers=32, hidden=4096, intermediate=11008, heads=32, kv_heads=32, head_dim=128, element=2)
+
+
+def test_generation_rows_from_the_memory_each_batch_needs():
+    from merger.evaluate.lm import generation_rows, row_bytes
+    from merger.evaluate.scoring import Shape
+
+    shape = Shape(**LLAMA2_7B, free=0)
+    # by hand: KV (1,000 + 256) x 0.5 MiB, one layer's prefill activations 1,000 x 115,200 bytes, the scores
+    # 32 heads x 1,000^2 x 2 bytes, the float32 logits and scores 8 x 32,000
+    assert row_bytes(shape, 1000, 256, 32000) == 1256 * 524288 + 1000 * 115200 + 64_000_000 + 256_000 == 837_961_728
+    free = 10 * 2**30
+    assert generation_rows([1000] * 30, 256, shape, 32000, free) == [12, 12, 6]  # 10 GiB / 837,961,728 = 12.8
+    # a batch is padded to its first (longest) prompt: 5 long ones take 7 short ones with them; the other 33 short
+    # ones (264,931,328 bytes a row at 200 tokens: 40 fit) go in one batch
+    assert generation_rows([1000] * 5 + [200] * 40, 256, shape, 32000, free) == [12, 33]
+    assert generation_rows([4000, 10], 256, shape, 32000, 2**20) == [1, 1], "one row at least: OOM is the judge"
+
+
+def test_generation_batches_fill_a_faked_free_memory_and_keep_the_generations(tiny_models, custom_tasks, monkeypatch):
+    import torch
+
+    from merger.evaluate import lm as lm_module
+
+    model, tokenizer = load_model(tiny_models["a"], "cpu")
+    settings = EvalSettings(tasks=["my_gen"], include_path=[str(custom_tasks)], batch_size=1)
+    one_by_one = evaluate(make_lm(settings, model, tokenizer), settings, show_progress=False)
+    monkeypatch.setattr(lm_module, "CPU_GENERATE_BATCH", None)  # the GPU's rule, on a CPU
+    settings = settings.model_copy(update={"batch_size": None})
+    for free, rows in [(10**9, [6]), (0, [1] * 6)]:
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device, free=free: (free, 2 * free))
+        lm = make_lm(settings, model, tokenizer)
+        packed = evaluate(lm, settings, show_progress=False)
+        assert lm.rows == rows
+        assert [i.generation for i in packed.items] == [i.generation for i in one_by_one.items]
+        assert [i.metrics for i in packed.items] == [i.metrics for i in one_by_one.items]
+
+
+def test_static_cache_generations_equal_lm_eval_hf(live):
+    """The static KV cache (what a GPU compiles) gives lm-eval hf's greedy generations, checked here uncompiled."""
+    model, tokenizer = live
+    settings = EvalSettings(data_dir=str(HUB), tasks=["gsm8k"], num_fewshot=2, limit=3, gen_kwargs="max_gen_toks=48")
+    lm = make_lm(settings, model, tokenizer)
+    lm.static_cache = True
+    ours = evaluate(lm, settings, show_progress=False)
+    ref_settings = settings.model_copy(update={"backend": "hf", "batch_size": 1})
+    ref = evaluate(make_lm(ref_settings, model, tokenizer), ref_settings, show_progress=False)
+    assert [i.generation for i in ours.items] == [i.generation for i in ref.items]

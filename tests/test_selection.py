@@ -141,14 +141,14 @@ def test_mean_metric_averages_tasks_and_a_task_metric_picks_one():
     assert low == high == 1.0
 
 
-def test_the_race_pools_tasks_position_by_position():
+def test_the_race_compares_each_task_on_its_own_items():
     racing = Racing("mean", 0.95, 1.0, 2)
-    a = {"x": {"1": 1.0, "2": 1.0}, "y": {"1": 0.0, "2": 1.0}}
-    b = {"x": {"1": 0.0, "2": 1.0}, "y": {"1": 0.0, "2": 0.0}}
-    from merger.sweep.racing import stream
+    a = {"x": {"1": 1.0, "2": 1.0}, "y": {"1": 0.0, "2": 1.0, "3": 1.0}}
+    b = {"x": {"1": 0.0, "2": 1.0}, "y": {"1": 0.0, "2": 0.0, "4": 0.0}}
+    from merger.sweep.racing import differences
 
-    z, tasks = stream(a, b, "mean")
-    assert tasks == ["x", "y"] and list(z) == [0.5, 0.5]
+    found = differences(a, b, "mean")
+    assert {t: list(z) for t, z in found.items()} == {"x": [1.0, 0.0], "y": [0.0, 1.0]}, "items both have, per task"
     assert racing.gap(a, b)[0] <= score(a, "mean") - score(b, "mean") <= racing.gap(a, b)[1]
 
 

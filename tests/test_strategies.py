@@ -18,7 +18,8 @@ def simulate(scores: dict[str, list[float]], select: SelectSettings, limit: int,
         n = min(reached[cid], below if below is not None else limit)
         return {"task": {f"{i:03d}": scores[cid][i] for i in range(n)}} if n else {}
 
-    strategy = strategies.make(list(scores), select, limit, values, racing_for(select, len(scores)))
+    racing = racing_for(select, len(scores), lambda: {"task": limit})
+    strategy = strategies.make(list(scores), select, limit, values, racing)
     rng, pending, running, speculative = random.Random(seed), [], [], 0
     while True:
         pending += strategy.ask(workers - len(running) - len(pending))
@@ -39,7 +40,7 @@ def simulate(scores: dict[str, list[float]], select: SelectSettings, limit: int,
 def test_async_halving_decides_as_sync_halving(seed):
     rng = random.Random(100 + seed)
     scores = {f"c{i}": [float(rng.random() < 0.2 + 0.06 * i) for _ in range(32)] for i in range(9)}
-    select = SelectSettings(strategy="halving", min_items=4, eta=2)
+    select = SelectSettings(strategy="halving", budget=0.4)  # 9 x 32 x 0.4 = 115 >= 3.5 L at L = 32
     sync, sync_reached = simulate(scores, select, 32, workers=1, seed=seed)
     assert sorted(sync.values()) == [4, 4, 4, 4, 8, 8, 16, 32, 32], "9 -> 5 -> 3 -> 2 on rungs of 4, 8, 16, 32"
     assert sync_reached == sync, "one worker never promotes early"
@@ -52,15 +53,15 @@ def test_async_halving_decides_as_sync_halving(seed):
 def test_idle_workers_promote_early():
     """With half of the first rung in, an idle worker scores the better half of it on the next rung at once."""
     scored = {"a": 1.0, "b": 0.0}
-    values = lambda cid, below: {"t": {str(i): scored[cid] for i in range(4)}} if cid in scored else {}  # noqa: E731
-    select = SelectSettings(strategy="halving", min_items=4, eta=2)
-    strategy = strategies.make(list("abcd"), select, 16, values, racing_for(select, 4))
+    values = lambda cid, below: {"t": {str(i): scored[cid] for i in range(8)}} if cid in scored else {}  # noqa: E731
+    select = SelectSettings(strategy="halving", budget=0.75)  # 4 x 16 x 0.75 = 48 = 3 L at L = 16: rungs 8, 16
+    strategy = strategies.make(list("abcd"), select, 16, values, racing_for(select, 4, lambda: {"t": 16}))
     first = strategy.ask(4)
-    assert [(g.cid, g.offset, g.limit) for g in first] == [(c, 0, 4) for c in "abcd"]
+    assert [(g.cid, g.offset, g.limit) for g in first] == [(c, 0, 8) for c in "abcd"]
     assert strategy.ask(1) == [], "busy workers: nothing early"
     for goal in first[:2]:
         strategy.tell(goal)
-    assert [(g.cid, g.offset, g.limit) for g in strategy.ask(2)] == [("a", 4, 4)]
+    assert [(g.cid, g.offset, g.limit) for g in strategy.ask(2)] == [("a", 8, 8)]
     assert strategy.ask(2) == [], "asked once"
 
 

@@ -139,19 +139,39 @@ def test_halving_promotes_the_best_fraction(tiny_models, tmp_path):
             4,
             [0.0, 0.25, 0.5, 0.75],
             eval={"tasks": ["merger_arithmetic"], "limit": 16},
-            select={"strategy": "halving", "min_items": 4, "eta": 2},
+            select={"strategy": "halving", "budget": 0.75},
         ),
     )
     out = tmp_path / "sweep"
     sweep(recipe, "--out", out)
     items = sorted(r["n_items"] for r in json.loads((out / "leaderboard.json").read_text()))
-    assert items == [4, 4, 8, 16], "4 candidates on 4 items, 2 promoted to 8, 1 to the full 16"
+    assert items == [8, 8, 16, 16], "4 x 16 x 0.75 = 48 = 4 x 8 + 2 x 8: 4 candidates on 8 items, the better 2 on 16"
     db = sqlite3.connect(out / "journal.sqlite")  # each candidate merged once for all its rungs, tasks built once
     merges = dict(db.execute("SELECT candidate, SUM(merges) FROM work WHERE stage LIKE 'eval-%' GROUP BY candidate"))
     rungs = dict(db.execute("SELECT candidate, COUNT(*) FROM work WHERE stage LIKE 'eval-%' GROUP BY candidate"))
-    assert sorted(rungs.values()) == [1, 1, 2, 3] and set(merges.values()) == {1}
+    assert sorted(rungs.values()) == [1, 1, 2, 2] and set(merges.values()) == {1}
     assert db.execute("SELECT SUM(task_builds) FROM work").fetchone()[0] == 1
     assert json.loads(db.execute("SELECT value FROM meta WHERE key='race_candidates'").fetchone()[0]) == 4
+    # the replay (scripts/bench_selection.py) on this journal's items, in its seeded order, picks as the sweep did
+    sys.path.insert(0, str(REPO / "scripts"))
+    from bench_selection import replay
+
+    from merger.config.recipe import SelectSettings
+
+    values: dict = {}
+    prob: dict = {}
+    positions: dict = {}
+    for cid, task, item, value, p_gold, position in db.execute(
+        "SELECT candidate, task, item, value, signal, position FROM items WHERE split='select' ORDER BY position"
+    ):
+        values.setdefault(cid, {}).setdefault(task, {})[item] = value
+        prob.setdefault(cid, {}).setdefault(task, {})[item] = p_gold
+        positions.setdefault(task, {})[item] = position
+    orders = {t: sorted(found, key=found.get) for t, found in positions.items()}
+    sizes = json.loads(db.execute("SELECT value FROM meta WHERE key='task_sizes'").fetchone()[0])
+    ranking, _, counted = replay(values, prob, orders, 16, SelectSettings(strategy="halving", budget=0.75), sizes, 1234)
+    board = json.loads((out / "leaderboard.json").read_text())
+    assert ranking == [r["id"] for r in board] and {r["id"]: r["n_items"] for r in board} == counted
 
 
 def test_lock_stops_a_second_sweep(tiny_models, tmp_path):

@@ -58,9 +58,7 @@ def recipe(tmp_path, tiny_models, **select):
 
 
 @pytest.mark.parametrize(
-    "select",
-    [{"keep": 2, "report_items": 4}, {"strategy": "halving", "min_items": 4, "eta": 2}],
-    ids=["grid", "halving"],
+    "select", [{"keep": 2, "report_items": 4}, {"strategy": "halving", "budget": 0.6}], ids=["grid", "halving"]
 )
 def test_ray_gives_the_local_leaderboard(cluster, tiny_models, tmp_path, select):
     path = recipe(tmp_path, tiny_models, **select)
@@ -127,7 +125,7 @@ def test_a_dead_workers_unit_is_redone_elsewhere(cluster, tiny_models, tmp_path)
 
 
 def test_a_killed_driver_resumes_from_the_journal(cluster, tiny_models, tmp_path):
-    path = recipe(tmp_path, tiny_models, strategy="halving", min_items=4, eta=2)
+    path = recipe(tmp_path, tiny_models, strategy="halving", budget=0.6)
     sweep(path, "--out", tmp_path / "local")
     out = tmp_path / "ray"
     proc = _start(path, out, cluster)

@@ -124,7 +124,18 @@ class SelectSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     metric: str = Field("mean", description="'mean' of the tasks' headline metrics, or one task's name.")
-    strategy: Literal["grid", "halving"] = Field("grid", description="Score all on every item, or successive halving.")
+    strategy: Literal["grid", "halving"] = Field(
+        "grid",
+        description="grid: every candidate on every item (eval.limit per task); halving: budgeted successive halving "
+        "(every candidate on a few items, the better half on twice as many, ... within select.budget).",
+    )
+    budget: float = Field(
+        0.2,
+        gt=0,
+        le=1,
+        description="halving: the share of every candidate on every item (K candidates x the smallest task's items, "
+        "at most eval.limit: what a grid would score) a sweep may spend; the rungs are the largest that fit.",
+    )
     keep: int = Field(1, gt=0, description="Candidates whose weights are kept.")
     report_items: int | None = Field(
         None,
@@ -132,7 +143,7 @@ class SelectSettings(BaseModel):
         description="Items, disjoint from the selection items, that the winner's published score is measured on.",
     )
     min_items: int | None = Field(
-        None, gt=0, description="Racing and halving: items per task of the first slice (default: limit / eta^2)."
+        None, gt=0, description="Racing: items per task of the first slice (default: limit / eta^2)."
     )
     eta: int = Field(
         2, gt=1, description="Each slice eta times the items of the last; halving keeps 1/eta of the candidates."
@@ -142,7 +153,8 @@ class SelectSettings(BaseModel):
         description="What every paired decision (ties, racing, halving, search pruning) compares item by item: the "
         "task's headline metric (the default: it picked within delta more often in merger's selection study), or the "
         "gold choice's probability (prob; auto: where a task has one, else the metric). The leaderboard reports the "
-        "metric either way.",
+        "metric either way, but with prob a race's guarantees are about the best candidate by the mean gold-choice "
+        "probability, not by the metric reported.",
     )
     references: bool = Field(
         False,

@@ -287,33 +287,49 @@ class Decision(BaseModel):
     """How a sweep's selection ended, in the deciding signal: the leaderboard's decision line."""
 
     winner: str = Field(description="The candidate kept as best.")
+    rule: str = Field("grid", description="What picked it: grid, halving, a race (+ race), or search.")
     signal: str = Field(description="What decided: metric, or prob (the gold choice's probability).")
     fallback: list[str] = Field(default_factory=list, description="Tasks read by their metric for lack of the signal.")
     settled: bool = Field(description="The winner is within delta of every candidate still in the race, at confidence.")
     delta: float = Field(description="The indifference zone, in points of the deciding signal.")
-    confidence: float = Field(description="Confidence of the race's claims, over all comparisons and looks.")
+    confidence: float = Field(description="Confidence of the race's claims, over all comparisons and looks together.")
     finalists: list[str] = Field(description="Candidates scored on the most items (the race's last look).")
     within: list[str] = Field(description="Finalists not shown worse than the winner (the winner included).")
     items_scored: int = Field(description="Selection item evaluations made (every candidate and task).")
-    budget: int | None = Field(None, description="Candidates x eval.limit x tasks: every candidate on every item.")
+    budget: int | None = Field(None, description="Every candidate on every selection item of every task.")
+    runner_up: str | None = Field(None, description="The second in the ranking.")
+    paired: list[float] | None = Field(
+        None,
+        description="The winner's signal minus the runner-up's, in points: a paired bootstrap interval at confidence "
+        "on the items both were scored on (fixed before any was scored; not an anytime sequence).",
+    )
+    paired_items: int | None = Field(None, description="Items per candidate, over every task, that interval is on.")
 
     def line(self) -> str:
-        """One line: what was decided, how sure, at what cost."""
+        """One line: what was decided, by what rule, how sure, at what cost."""
         how = f"by {self.signal}" + (f" ({', '.join(self.fallback)} by metric)" if self.fallback else "")
-        spent = f", {self.items_scored / self.budget:.0%} of the budget spent" if self.budget else ""
+        spent = f"{self.items_scored:,} item evaluations" + (
+            f", {self.items_scored / self.budget:.0%} of every candidate on every item" if self.budget else ""
+        )
         sure = f"{self.confidence:.0%} confidence"
-        if len(self.finalists) == 1:
-            return f"best {self.winner}: the one candidate scored on the most items ({how}{spent})"
+        pair = (
+            f"; ahead of {self.runner_up} by [{self.paired[0]:+.1f}, {self.paired[1]:+.1f}] points (paired "
+            f"{self.confidence:.0%} interval on {self.paired_items} items)"
+            if self.runner_up and self.paired
+            else ""
+        )
+        if "race" not in self.rule or len(self.finalists) == 1:
+            return f"best {self.winner} by {self.rule} ({how}, {spent}){pair}"
         if self.settled and len(self.within) <= 1:
-            return f"best {self.winner}: every other candidate shown worse at {sure} ({how}{spent})"
+            return f"best {self.winner}: every other candidate shown worse at {sure}, anytime-valid ({how}, {spent})"
         if self.settled:
             return (
                 f"best {self.winner}: within {self.delta:g} point{'s' * (self.delta != 1)} of every other candidate "
-                f"at {sure} ({how}{spent})"
+                f"at {sure}, anytime-valid ({how}, {spent}){pair}"
             )
         return (
-            f"undecided at the budget: {len(self.within)} candidates within the interval, best by score "
-            f"{self.winner} ({how}, {sure}{spent})"
+            f"race undecided at the budget: {len(self.within)} candidates not shown worse (anytime-valid, {sure}); "
+            f"best by score {self.winner} ({how}, {spent}){pair}"
         )
 
 

@@ -180,6 +180,11 @@ class Prepared:
             self.loaded = load_tasks(self.names, settings)
         self.fewshot_seed = settings.fewshot_seed
 
+    def sizes(self) -> dict[str, int]:
+        """Task -> the items in its file (a group's leaves together), as a report's `n_total` counts them."""
+        with mirrored(self.root):
+            return {name: sum(len(task.eval_docs) for task in self.loaded[name].values()) for name in self.names}
+
     def tasks(self) -> dict[str, dict[str, Any]]:
         """The tasks, their few-shot samplers reseeded: a reused task draws the same few-shot examples as a new
         one (lm-eval's sampler is stateful)."""

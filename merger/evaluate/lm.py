@@ -6,7 +6,9 @@ few-shot samples) and scores the answers (filters, metrics, aggregation); this c
   a GPU.
 - `loglikelihood_rolling`: lm-eval's rolling windows, each window one scored request.
 - `generate_until`: greedy generation in length-sorted, left-padded batches, with lm-eval's own stop criteria,
-  generation arguments and post-processing, so generations are those of lm-eval's `hf` model.
+  generation arguments and post-processing, so generations are those of lm-eval's `hf` model. On a GPU each batch
+  holds as many rows as the free memory takes at their own lengths (`generation_rows`), and models transformers
+  can compile decode with a static KV cache (compiled by transformers on CUDA); others keep the dynamic cache.
 
 It wraps a live transformers model (`MergerLM(model=..., tokenizer=...)`, how a sweep scores an in-memory merge) or
 a folder (`pretrained=DIR`, as in `lm_eval --model merger --model_args pretrained=DIR`; see `harness.py`).
@@ -36,7 +38,7 @@ from merger.evaluate.scoring import Encoded, Encoder, Shape, model_max_length, o
 CPU_TOKEN_BUDGET = 1  # one item per batch: a CPU gains nothing from batching and pays for padding
 GPU_TOKEN_BUDGET = 65536
 CPU_GENERATE_BATCH = 1  # measured fastest on the CPU (scripts/bench_eval.py)
-GPU_GENERATE_BATCH = 32
+GENERATE_MEMORY_SHARE = 0.9  # of the free GPU memory one generation batch may fill; OOM halving catches the rest
 
 
 @register_model("merger")
@@ -74,6 +76,9 @@ class MergerLM(LM):
         pad = self.tokenizer.pad_token_id  # lm-eval's choice when the tokenizer has none, as its hf model makes it
         self.pad_id = pad if pad is not None and pad < model.get_input_embeddings().num_embeddings else 0
         self.advance: Callable[[int], None] = lambda n: None  # progress, per request answered
+        # a static KV cache (which transformers compiles on CUDA) where the architecture supports it
+        self.static_cache = self.device.type == "cuda" and bool(getattr(model, "_can_compile_fullgraph", False))
+        self.rows: list[int] = []  # rows of each generation batch run, for the benchmarks
 
     @property
     def device(self):
@@ -150,20 +155,17 @@ class MergerLM(LM):
     @torch.inference_mode()
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
         tokenizer = self.tokenizer
-        batch = self.batch_size or (
-            self._generate_batch(requests) if self.device.type == "cuda" else CPU_GENERATE_BATCH
-        )
+        lengths = {r.args[0]: len(self.encoder.encode(r.args[0])) for r in requests}
         order = Collator(
             [r.args for r in requests],
-            sort_fn=lambda req: (-len(self.encoder.encode(req[0])), req[0]),
+            sort_fn=lambda req: (-lengths[req[0]], req[0]),
             group_by="gen_kwargs",
             group_fn=lambda req: req[1],
         )
         eos = tokenizer.decode(tokenizer.eos_token_id) if tokenizer.eos_token_id is not None else None
         results = []
-        for chunk in order.get_batched(n=batch):
-            contexts, all_kwargs = zip(*chunk)
-            kwargs = normalize_gen_kwargs(dict(all_kwargs[0]), self.max_gen_toks)
+        for group in order.get_batched(n=0):  # n=0: each set of generation arguments whole, longest first
+            kwargs = normalize_gen_kwargs(dict(group[0][1]), self.max_gen_toks)
             until = handle_stop_sequences(kwargs.pop("until", None), eos=eos)
             max_gen_toks = kwargs.pop("max_gen_toks")
             kwargs.setdefault("temperature", 0.0)
@@ -171,18 +173,37 @@ class MergerLM(LM):
                 kwargs["do_sample"] = False
             if kwargs.get("do_sample") is False and kwargs["temperature"] == 0.0:
                 kwargs.pop("temperature")
-            for text, context, gen_kwargs in zip(
-                self._generate(list(contexts), until, max_gen_toks, kwargs), contexts, all_kwargs
-            ):
-                results.append(text)
-                self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)
-                self.advance(1)
+            start = 0
+            for rows in self._rows([lengths[context] for context, _ in group], max_gen_toks):
+                chunk = group[start : start + rows]
+                start += rows
+                contexts = [context for context, _ in chunk]
+                for text, (context, gen_kwargs) in zip(self._generate(contexts, until, max_gen_toks, kwargs), chunk):
+                    results.append(text)
+                    self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)
+                    self.advance(1)
         return order.get_original(results)
+
+    def _rows(self, lengths: list[int], max_gen_toks: int) -> list[int]:
+        """Rows of each batch over one group's prompts (longest first): the set batch size, one on a CPU, else as
+        many as the free GPU memory holds at each batch's own width."""
+        fixed = self.batch_size or (CPU_GENERATE_BATCH if self.device.type != "cuda" else None)
+        if fixed:
+            return [min(fixed, len(lengths) - i) for i in range(0, len(lengths), fixed)]
+        s = Shape.of(self.model)
+        widest = self.max_length - max_gen_toks  # contexts are left-truncated to this (`_encode_left`)
+        vocab = self.model.get_output_embeddings().weight.shape[0]
+        return generation_rows(
+            [min(n, widest) for n in lengths], max_gen_toks, s, vocab, int(GENERATE_MEMORY_SHARE * s.free)
+        )
 
     def _generate(self, contexts: list[str], until: list[str], max_gen_toks: int, kwargs: dict) -> list[str]:
         """Greedy generations of one batch; a batch that runs out of GPU memory is halved and retried."""
         ids, mask = self._encode_left(contexts, self.max_length - max_gen_toks)
         started = time.perf_counter()
+        if self.static_cache:
+            kwargs = {**kwargs, "cache_implementation": "static"}
+        self.rows.append(len(contexts))
         try:
             out = self.model.generate(
                 input_ids=ids,
@@ -214,14 +235,6 @@ class MergerLM(LM):
             for row in out.tolist()
         ]
 
-    def _generate_batch(self, requests) -> int:
-        """Rows per generation batch that fit free GPU memory: each row's KV cache over its longest context plus
-        the tokens generated (Llama-2-7B: 0.5 MB a token), at most GPU_GENERATE_BATCH; OOM halves it further."""
-        s = Shape.of(self.model)
-        longest = min(self.max_length, max(len(self.encoder.encode(r.args[0])) for r in requests) + self.max_gen_toks)
-        per_row = 2 * s.layers * s.kv_heads * s.head_dim * s.element * longest
-        return max(1, min(GPU_GENERATE_BATCH, int(0.5 * s.free / per_row)))
-
     def _encode_left(self, texts: list[str], max_context: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-padded, left-truncated context tokens, as lm-eval's hf model encodes a generation batch."""
         old_side = self.tokenizer.padding_side
@@ -234,3 +247,25 @@ class MergerLM(LM):
             self.tokenizer.padding_side = old_side
         ids, mask = encoding["input_ids"][:, -max_context:], encoding["attention_mask"][:, -max_context:]
         return ids.to(self.device), mask.to(self.device)
+
+
+def row_bytes(shape: Shape, prompt: int, max_gen_toks: int, vocab: int) -> int:
+    """GPU bytes one row of a left-padded generation batch needs when its widest prompt has `prompt` tokens: its KV
+    cache over the prompt and every generated token (keys and values of each layer: 2 x layers x KV heads x head
+    size x element; Llama-2-7B 0.5 MiB a token, Llama-3-8B 0.125 MiB), the prefill's activations of one layer and its
+    attention scores (kernels for arbitrary masks may materialize them), and the float32 logits and scores of a step."""
+    kv = 2 * shape.layers * shape.kv_heads * shape.head_dim * shape.element
+    activations = shape.element * (4 * shape.hidden + 3 * shape.intermediate + 2 * shape.kv_heads * shape.head_dim)
+    scores = shape.heads * prompt * prompt * shape.element
+    return (prompt + max_gen_toks) * kv + prompt * activations + scores + 2 * 4 * vocab
+
+
+def generation_rows(lengths: list[int], max_gen_toks: int, shape: Shape, vocab: int, free: int) -> list[int]:
+    """Rows of each batch over prompts sorted longest first: a batch is padded to its first prompt, and takes rows
+    while they fit in `free` bytes at that width, so the shorter prompts later in the order go in larger batches."""
+    rows, start = [], 0
+    while start < len(lengths):
+        fit = max(1, free // row_bytes(shape, lengths[start], max_gen_toks, vocab))
+        rows.append(min(fit, len(lengths) - start))
+        start += rows[-1]
+    return rows

@@ -22,6 +22,7 @@ from merger.config.results import CandidateRow, EvalSummary, ItemRow, StageRow, 
 from merger.core.errors import UserError
 
 FILES = ("journal.sqlite", "journal.sqlite-wal", "journal.sqlite-shm")
+SIZES = "task_sizes"  # the meta key of the task sizes a halving sweep read when it opened
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS candidates (
@@ -281,7 +282,10 @@ class Journal:
         return found
 
     def task_sizes(self) -> dict[str, int]:
-        """Task -> the items in its file (the population racing draws from), from a finished scoring stage."""
+        """Task -> the items in its file (the population racing draws from): as journaled when a halving sweep
+        opened (its schedule needs them before any item is scored), else from a finished scoring stage."""
+        if (known := self.meta(SIZES)) is not None:
+            return known
         row = self.db.execute(
             "SELECT result FROM stages WHERE status='done' AND stage LIKE 'eval-select-%' AND result IS NOT NULL"
         ).fetchone()

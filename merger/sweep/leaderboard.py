@@ -15,12 +15,11 @@ from merger.config.results import Decision, LeaderboardRow, Reported, SearchSumm
 from merger.core.atomic import atomic_write
 from merger.core.errors import UserError
 from merger.sweep.journal import Journal
-from merger.sweep.selection import order
 from merger.sweep.standing import Standing
 
 
 def standing(journal: Journal, meta: SweepMeta) -> Standing:
-    return Standing(journal, meta.select, meta.candidates, meta.counted)
+    return Standing(journal, meta.select, meta.candidates, meta.counted, meta.eval.seed)
 
 
 def entries(journal: Journal, meta: SweepMeta) -> list[LeaderboardRow]:
@@ -64,21 +63,28 @@ def entries(journal: Journal, meta: SweepMeta) -> list[LeaderboardRow]:
 
 
 def decide(journal: Journal, meta: SweepMeta) -> Decision | None:
-    """The decision line: the race's last look, over the candidates scored on the most items."""
+    """The decision line: the pick, the rule that made it, the items spent, and the paired interval to the
+    runner-up; with racing, the race's last look over the candidates scored on the most items."""
     ranks = standing(journal, meta)
-    decided, kept = ranks.values(meta.select.signal), {r.id for r in ranks.eligible()}
-    values = {c: v for c, v in decided.items() if c in kept}
-    if not values:
+    ranked = ranks.eligible()
+    if not ranked:
         return None
+    decided = ranks.values(meta.select.signal)
+    values = {r.id: decided[r.id] for r in ranked}
     race = ranks.racing()
     sizes = {cid: sum(len(v) for v in vs.values()) for cid, vs in values.items()}
-    finalists = [cid for cid in order(values, meta.metric) if sizes[cid] == max(sizes.values())]
+    finalists = [r.id for r in ranked if sizes[r.id] == max(sizes.values())]
     verdict = race.look({cid: values[cid] for cid in finalists})
-    limit, tasks = meta.eval.limit, len(next(iter(values.values())))
+    tasks = len(next(iter(values.values())))
     fell_back = {t for t in journal.fallbacks if any(t in v for v in values.values())}
     signal = "metric" if meta.select.signal == "metric" or len(fell_back) == tasks else "prob"
+    files = journal.task_sizes()
+    per_task = [min(meta.eval.limit or n, n) for n in files.values()] or [meta.eval.limit or 0] * tasks
+    rule = "search" if meta.search else meta.select.strategy + (" + race" if meta.select.race else "")
+    runner = ranked[1] if len(ranked) > 1 else None
     return Decision(
-        winner=verdict.leader,
+        winner=ranked[0].id,
+        rule=rule,
         signal=signal,
         fallback=sorted(fell_back) if signal == "prob" else [],
         settled=verdict.settled or len(finalists) - len(verdict.worse) == 1,
@@ -87,7 +93,10 @@ def decide(journal: Journal, meta: SweepMeta) -> Decision | None:
         finalists=finalists,
         within=[cid for cid in finalists if cid not in verdict.worse],
         items_scored=journal.items_scored("select", list(meta.candidates)),
-        budget=limit * tasks * (meta.search.trials if meta.search else len(meta.candidates)) if limit else None,
+        budget=sum(per_task) * (meta.search.trials if meta.search else len(meta.candidates)) or None,
+        runner_up=runner.id if runner else None,
+        paired=[-100 * runner.gap[1], -100 * runner.gap[0]] if runner else None,
+        paired_items=min(sizes[ranked[0].id], runner.n_items) if runner else None,
     )
 
 
@@ -200,11 +209,17 @@ def markdown(
         lines += [
             "",
             f"Ranked by the deciding signal ({decision.signal}); score and 95% CI: the headline metric; gap to best: "
-            f"the signal's difference to the best, an anytime-valid confidence sequence at {decision.confidence:.0%} "
-            "over the race; tied with best: not shown worse than the best."
+            f"the signal's difference to the best, a paired bootstrap interval at {decision.confidence:.0%} on the "
+            "items both were scored on (a fixed-n interval, read once); tied with best: that interval reaches 0."
             + (
-                " A refined child's difference to its parent is the same kind of sequence; a child not shown better "
-                "than its parent (≤ parent) is never kept, and its parent stays eligible."
+                " A race's stops use anytime-valid confidence sequences instead, valid however often it looked."
+                if "race" in decision.rule
+                else ""
+            )
+            + (
+                " A refined child's difference to its parent is an anytime-valid confidence sequence (its lower bound "
+                "read alone); a child not shown better than its parent (≤ parent) is never kept, and its parent "
+                "stays eligible."
                 if any(r.parent for r in rows)
                 else ""
             )

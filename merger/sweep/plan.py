@@ -10,9 +10,11 @@ from pathlib import Path
 from merger.config.recipe import Candidate, EvalSettings, ExecuteSettings, SelectSettings
 from merger.core.device import resolve_device
 from merger.core.errors import UserError
+from merger.evaluate.evaluator import Prepared
 from merger.flow.checks import require_valid, weights_bytes
 from merger.flow.plan import Goal, outline
 from merger.sweep import executors
+from merger.sweep.strategies.halving import Schedule, schedule_for
 
 
 def sweep_settings(candidates: list[Candidate]) -> tuple[EvalSettings, SelectSettings, ExecuteSettings]:
@@ -33,8 +35,6 @@ def sweep_settings(candidates: list[Candidate]) -> tuple[EvalSettings, SelectSet
             "select.metric",
             f"'{first.select.metric}' is neither 'mean' nor one of the eval tasks ({', '.join(first.eval.tasks)})",
         )
-    if first.select.strategy == "halving" and first.eval.limit is None:
-        raise UserError.one(first.recipe_path, "eval.limit", "halving needs a limit to halve")
     if first.select.report_items and first.eval.limit is None:
         raise UserError.one(first.recipe_path, "eval.limit", "report_items needs a limit (the items left over)")
     return first.eval, first.select, first.execute
@@ -70,6 +70,8 @@ class SweepPlan:
     keep: int
     stages: list[str] = field(default_factory=list)
     disk: list[int] = field(default_factory=list)
+    schedule: Schedule | None = None  # halving's rungs (a dry run reads the task sizes to show them)
+    sizes: dict[str, int] = field(default_factory=dict)
 
 
 def plan_sweep(
@@ -79,9 +81,11 @@ def plan_sweep(
     strict: bool = False,
     random_seed: int | None = None,
     execute: dict | None = None,
+    dry_run: bool = False,
 ) -> SweepPlan:
     """Check every recipe and the sweep's settings, and say what a sweep would do; nothing is run. `execute`: the
-    `merger sweep` flags given, over the recipes' `execute:` section."""
+    `merger sweep` flags given, over the recipes' `execute:` section; `dry_run`: also read the tasks' sizes, for
+    halving's schedule."""
     if not recipes:
         raise UserError.one("merger sweep", "RECIPE", "give at least one recipe file")
     resolve_device(device)
@@ -91,7 +95,7 @@ def plan_sweep(
     run_on = ExecuteSettings.model_validate({**recipes_execute.model_dump(), **(execute or {})})
     executors.check(run_on, candidates[0].recipe_path)
     steps = outline(candidates, Path("."), lambda c: Goal(c.id, limit=evals.limit))
-    return SweepPlan(
+    found = SweepPlan(
         candidates,
         evals,
         select,
@@ -100,3 +104,10 @@ def plan_sweep(
         [" -> ".join(step.label for step in steps[c.id]) for c in candidates],
         [weights_bytes(c) for c in candidates],
     )
+    if dry_run and select.strategy == "halving":
+        found.sizes = Prepared(evals).sizes()
+        try:
+            found.schedule = schedule_for(len(candidates), select, found.sizes, evals.limit)
+        except ValueError as exc:
+            raise UserError.one(candidates[0].recipe_path, "select.budget", str(exc)) from None
+    return found

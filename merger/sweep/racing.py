@@ -11,8 +11,12 @@ Confidence: both claims a race makes, that the best candidate (the one best on t
 worse, and that a settled leader is within delta of it, fail only when a sequence comparing the best with another
 candidate misses. So each comparison gets (1 - confidence) / (candidates - 1) of error (Bonferroni over the pairs
 the best is in), and a confidence sequence keeps its level however often it is looked at: the whole race holds at
-`confidence`. Items are drawn without replacement from each task's file; when every task has the same number of
-items, the sequence accounts for it (a finite population).
+`confidence`. Both claims read one side of a sequence (its upper bound), so the one-sided constant applies.
+
+The gap is the score's: the mean over tasks of each task's mean difference. Each task gets its own sequence over
+its own items, drawn without replacement from its own file (a finite population of its size), at the
+comparison's error split over the tasks; the gap's bounds are the mean of the tasks' bounds, which all hold
+together. A short task and a long one weigh the same, as they do in the score.
 """
 
 from __future__ import annotations
@@ -37,20 +41,11 @@ def score(values: Values, metric: str) -> float:
     return sum(sum(values[t].values()) / len(values[t]) for t in tasks) / len(tasks)
 
 
-def stream(a: Values, b: Values, metric: str) -> tuple[np.ndarray, list[str]]:
-    """a - b item by item on the items both have, in a's (the seeded) order, averaged over the tasks at each
-    position (the score's difference is the mean of this stream); and the tasks it draws on."""
-    tasks = [t for t in tasks_of(a, metric) if t in b]
-    columns = [np.array([a[t][i] - b[t][i] for i in a[t] if i in b[t]], dtype=float) for t in tasks]
-    columns = [c for c in columns if len(c)]
-    if not columns:
-        return np.zeros(0), []
-    n = max(len(c) for c in columns)
-    total, count = np.zeros(n), np.zeros(n)
-    for c in columns:
-        total[: len(c)] += c
-        count[: len(c)] += 1
-    return total / count, tasks
+def differences(a: Values, b: Values, metric: str) -> dict[str, np.ndarray]:
+    """Per task, a - b item by item on the items both have, in a's (the seeded) order: the score's difference is
+    the mean over these tasks of each one's mean."""
+    columns = {t: np.array([a[t][i] - b[t][i] for i in a[t] if i in b[t]], dtype=float) for t in tasks_of(a, metric)}
+    return {t: c for t, c in columns.items() if t in b and len(c)}
 
 
 @dataclass
@@ -75,23 +70,27 @@ class Racing:
     def alpha(self) -> float:
         return (1 - self.confidence) / max(1, self.candidates - 1)
 
-    def gap(self, a: Values, b: Values) -> tuple[float, float]:
-        """Anytime-valid bounds on score(a) - score(b) over the items both have (values in [0, 1]; any other
-        range gives no bounds)."""
-        z, tasks = stream(a, b, self.metric)
-        if len(z) == 0 or not all(0 <= v <= 1 for t in tasks for v in (*a[t].values(), *b[t].values())):
+    def gap(self, a: Values, b: Values, sides: int = 2) -> tuple[float, float]:
+        """Anytime-valid bounds on score(a) - score(b) over the items both have (values in [0, 1]; any other range
+        gives no bounds). `sides=1`: the caller reads one bound, which then holds alone at the race's level."""
+        columns = differences(a, b, self.metric)
+        if not columns or not all(0 <= v <= 1 for t in columns for v in (*a[t].values(), *b[t].values())):
             return -1.0, 1.0
         sizes = self._sizes or self.sizes()  # read once it is known: files do not change size during a race
         self._sizes = sizes
-        populations = {sizes.get(t) for t in tasks}
-        population = populations.pop() if len(populations) == 1 else None
-        return confidence_sequence(z, self.alpha, population if population and population >= len(z) else None)
+        bounds = [
+            confidence_sequence(
+                z, self.alpha / len(columns), sizes[t] if sizes.get(t, 0) >= len(z) else None, sides=sides
+            )
+            for t, z in columns.items()
+        ]
+        return float(np.mean([low for low, _ in bounds])), float(np.mean([high for _, high in bounds]))
 
     def earliest(self) -> int:
         """The fewest items on which any candidate could be shown worse (every one of them lost): a race looks no
         sooner (with 8 candidates at 95%, 32 items)."""
         n = 1
-        while n < 100_000 and confidence_sequence([-1.0] * n, self.alpha)[1] >= 0:
+        while n < 100_000 and confidence_sequence([-1.0] * n, self.alpha, sides=1)[1] >= 0:
             n += 1
         return n
 
@@ -106,7 +105,7 @@ class Racing:
         uppers = {}
         for cid in values:
             if cid != leader:
-                uppers[cid] = self.gap(values[cid], values[leader])[1]
+                uppers[cid] = self.gap(values[cid], values[leader], sides=1)[1]
                 if uppers[cid] < 0:
                     verdict.worse.append(cid)
         verdict.settled = all(u <= self.delta / 100 for u in uppers.values())

@@ -19,12 +19,13 @@ from rich.console import Console
 from merger.config.recipe import Points
 from merger.config.results import SweepCandidate, SweepMeta
 from merger.core.errors import UserError
+from merger.evaluate.evaluator import Prepared
 from merger.flow.options import RunOptions
 from merger.flow.plan import Goal, Planner
 from merger.flow.steps import Step
 from merger.sweep import executors, finish, strategies
 from merger.sweep.executors.base import Finished, Lost
-from merger.sweep.journal import Journal
+from merger.sweep.journal import SIZES, Journal
 from merger.sweep.plan import SweepPlan, plan_sweep
 from merger.sweep.selection import Ranked
 from merger.sweep.stages import references, refine
@@ -73,6 +74,10 @@ class Sweep:
             "select": self.select.model_dump(mode="json"),
         }
         self.journal.set_meta("settings", settings)  # what `merger report` reads of a sweep that did not finish
+        if self.select.strategy == "halving" and self.journal.meta(SIZES) is None:  # its rungs need them first
+            workspace = getattr(self.executor, "workspace", None)  # the local executor's: its tasks, built once
+            prepared = workspace.tasks(self.eval) if workspace is not None else Prepared(self.eval)
+            self.journal.set_meta(SIZES, prepared.sizes())
         if self.journal.meta(RACE) is None:  # the race's pairs: the candidates it starts with, fixed now
             first_stage = [c for c in plan.candidates if c.stage == 0 and not c.reference]
             self.journal.set_meta(RACE, self.search.trials if self.search is not None else len(first_stage))
@@ -157,7 +162,7 @@ class Sweep:
 
     # the sweep --------------------------------------------------------------------------------
     def standing(self) -> Standing:
-        return Standing(self.journal, self.select, self.lineage(), self.counted)
+        return Standing(self.journal, self.select, self.lineage(), self.counted, self.eval.seed)
 
     def lineage(self) -> dict[str, SweepCandidate]:
         return {
@@ -169,9 +174,14 @@ class Sweep:
 
     def strategy(self) -> Strategy:
         values = lambda cid, below: self.journal.item_values(cid, "select", below, self.select.signal)  # noqa: E731
+        prob = lambda cid, below: self.journal.item_values(cid, "select", below, "auto")  # noqa: E731
         racing = self.standing().racing()
         if self.search is None:
-            return strategies.make(list(self.candidates), self.select, self.eval.limit, values, racing)
+            ids, limit, seed = list(self.candidates), self.eval.limit, self.eval.seed
+            try:
+                return strategies.make(ids, self.select, limit, values, racing, prob, seed)
+            except ValueError as exc:
+                raise UserError.one(self.recipe, "select.budget", str(exc)) from None
         return search.Search(
             self.search,
             self.points.space,
@@ -197,11 +207,12 @@ class Sweep:
             ranked = [self.candidates[r.id] for r in self.standing().eligible()]
             made = refine.children(ranked, stage)
             self.add(made)
-            self.drive(Fixed([Goal(c.id, limit=self.eval.limit) for c in made]))
+            self.counted |= {c.id: self.items_of(c.parent) for c in made}  # each child on its parent's items
+            self.drive(Fixed([Goal(c.id, limit=self.counted[c.id]) for c in made]))
         if self.select.references:
             made = references.references(list(self.candidates.values()))
             self.add(made)
-            self.drive(Fixed([Goal(r.id, limit=self.eval.limit) for r in made]))
+            self.drive(Fixed([Goal(r.id, limit=self.items_of(None)) for r in made]))
         ranked = self.standing().eligible()
         winner = ranked[0].id
         if self.select.report_items:
@@ -211,6 +222,14 @@ class Sweep:
         finish.prune(self.out, list(self.candidates), kept)
         finish.publish_best(self.journal, self.out, winner, self.counted.get(winner))
         return ranked
+
+    def items_of(self, cid: str | None) -> int | None:
+        """The selection items a later candidate is scored on: those `cid`'s rank counts (a refined child's parent),
+        or the most any candidate's rank counts (a reference row), else eval.limit."""
+        if cid is not None and self.counted.get(cid) is not None:
+            return self.counted[cid]
+        counted = [n for n in self.counted.values() if n is not None]
+        return max(counted) if counted else self.eval.limit
 
     def meta(self) -> SweepMeta:
         return SweepMeta(

@@ -22,11 +22,13 @@ LAMBDA_CAP = 0.5  # the bet size's ceiling, as in the paper
 
 
 def confidence_sequence(
-    values, alpha: float, population: int | None = None, low: float = -1.0, high: float = 1.0
+    values, alpha: float, population: int | None = None, low: float = -1.0, high: float = 1.0, sides: int = 2
 ) -> tuple[float, float]:
     """The (1 - alpha) confidence sequence for the mean, after `values` (in [low, high], in the order they were
     drawn); `population`: the items there are to draw from, without replacement (None: with replacement). The
-    bounds are intersected over every earlier look, as a confidence sequence allows, and clipped to [low, high]."""
+    bounds are intersected over every earlier look, as a confidence sequence allows, and clipped to [low, high].
+    `sides=1`: a caller that reads only one of the bounds; each bound then holds alone at 1 - alpha (the constant
+    ln(1/alpha) instead of the two-sided ln(2/alpha)), the pair together only at 1 - 2 alpha."""
     x = np.asarray(values, dtype=float)
     n = len(x)
     if n == 0:
@@ -40,7 +42,7 @@ def confidence_sequence(
     variance = (0.25 + np.cumsum((y - mean) ** 2)) / (t + 1)
     mean_before = np.concatenate([[0.5], mean[:-1]])
     variance_before = np.concatenate([[0.25], variance[:-1]])
-    bound = math.log(2 / alpha)
+    bound = math.log(sides / alpha)
     lam = np.minimum(np.sqrt(2 * bound / (variance_before * t * np.log(t + 1))), LAMBDA_CAP)
     penalty = np.cumsum(4 * (y - mean_before) ** 2 * (-np.log1p(-lam) - lam) / 4)
     if population is None:

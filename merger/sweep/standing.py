@@ -21,6 +21,7 @@ class Standing:
     select: SelectSettings
     candidates: dict[str, SweepCandidate]  # id -> where it came from (parent, reference)
     counted: dict[str, int | None] = field(default_factory=dict)  # id -> leading items its rank counts (None: all)
+    seed: int = 0  # the eval seed: the last word on ties (`selection.tiebreak`)
 
     def racing(self) -> Racing:
         count = self.journal.meta(RACE) or len(self.candidates)
@@ -33,7 +34,7 @@ class Standing:
     def ranked(self, decided: dict[str, Values] | None = None) -> list[Ranked]:
         """`decided`: the values by the deciding signal, when the caller has read them already."""
         decided = self.values(self.select.signal) if decided is None else decided
-        return rank(self.values(), self.select.metric, decided, self.racing())
+        return rank(self.values(), self.select.metric, decided, self.racing(), self.values("auto"), self.seed)
 
     def parents(self) -> dict[str, str]:
         return {cid: c.parent for cid, c in self.candidates.items() if c.parent}

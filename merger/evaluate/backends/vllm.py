@@ -1,5 +1,8 @@
 """`vllm`: lm-eval's `vllm` model, over a folder only (vLLM loads its own weights): a sweep saves each candidate
-before scoring it. Optional: refused in one line where vllm is not installed."""
+before scoring it. Optional: refused in one line where vllm is not installed.
+
+Prefix caching is off: with it on, vLLM's prompt log-probabilities can depend on the order of the requests (vLLM
+issue #42019), and lm-eval's log-likelihoods are prompt log-probabilities. Generation batches in vLLM's engine."""
 
 from __future__ import annotations
 
@@ -22,5 +25,5 @@ def make(settings, model, tokenizer, folder, device, encoders):
     from lm_eval.api.registry import get_model
 
     return get_model("vllm").create_from_arg_obj(
-        {"pretrained": str(folder), "batch_size": settings.batch_size or "auto"}
+        {"pretrained": str(folder), "batch_size": settings.batch_size or "auto", "enable_prefix_caching": False}
     )

@@ -1,6 +1,7 @@
 """How a sweep picks what to score next. One module per strategy, named as `select.strategy` names it; each
-defines `make(ids, select, limit, values, racing)` returning a `Strategy` (see `base.py`); `racing` is the one stop
-rule they share (`racing.py`)."""
+defines `make(ids, select, limit, values, racing, prob, seed)` returning a `Strategy` (see `base.py`); `racing` is
+the one stop rule they share (`racing.py`), `prob` the gold-choice probabilities and `seed` the eval seed that break
+their ties (`selection.order`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,14 @@ from merger.sweep.racing import Racing
 from merger.sweep.strategies.base import Strategy, ValuesOf
 
 
-def make(ids: list[str], select: SelectSettings, limit: int | None, values: ValuesOf, racing: Racing) -> Strategy:
+def make(
+    ids: list[str],
+    select: SelectSettings,
+    limit: int | None,
+    values: ValuesOf,
+    racing: Racing,
+    prob: ValuesOf | None = None,
+    seed: int = 0,
+) -> Strategy:
     module = importlib.import_module(f"{__name__}.{select.strategy}")
-    return module.make(ids, select, limit, values, racing)
+    return module.make(ids, select, limit, values, racing, prob, seed)

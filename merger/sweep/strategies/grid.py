@@ -6,14 +6,22 @@ from __future__ import annotations
 
 from merger.config.recipe import SelectSettings
 from merger.sweep.racing import Racing
-from merger.sweep.strategies.base import Fixed, Goal, ValuesOf
+from merger.sweep.strategies.base import Fixed, Goal, ValuesOf, rungs
 from merger.sweep.strategies.halving import Halving
 
 
-def make(ids: list[str], select: SelectSettings, limit: int | None, values: ValuesOf, racing: Racing):
+def make(
+    ids: list[str],
+    select: SelectSettings,
+    limit: int | None,
+    values: ValuesOf,
+    racing: Racing,
+    prob: ValuesOf | None = None,
+    seed: int = 0,
+):
     """The first slice is `min_items` (default limit / eta^2), but never fewer than a look needs to decide
     anything (`Racing.earliest`): a race too short for that scores every candidate on every item at once."""
     first = max(select.min_items or (limit or 0) // select.eta**2, racing.earliest())
     if not select.race or limit is None or first >= limit or len(ids) < 2:
         return Fixed([Goal(cid, limit=limit) for cid in ids])
-    return Halving(ids, select.model_copy(update={"min_items": first}), limit, values, racing, cut=False)
+    return Halving(ids, select, rungs(first, select.eta, limit), values, racing, cut=False, prob=prob, seed=seed)

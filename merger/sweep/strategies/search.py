@@ -170,7 +170,7 @@ class Search:
             return self.trials[race.trials[0]].should_prune()
         if self.settings.pruner != "paired" or self.leader is None:
             return False
-        return self.rule.gap(values, self.values(self.leader[0], None))[1] < 0
+        return self.rule.gap(values, self.values(self.leader[0], None), sides=1)[1] < 0
 
     # the Strategy interface -----------------------------------------------------------------------
     def ask(self, idle: int) -> list[Goal]:
