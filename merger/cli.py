@@ -109,11 +109,14 @@ def eval_(
     json_out: Path | None = typer.Option(None, "--json", help="Write the summary as JSON (lm-eval's metric keys)."),
     items_out: Path | None = typer.Option(None, "--items", help="Write one JSON line per scored item."),
     device: str = flags.DEVICE,
+    no_cache: bool = flags.NO_CACHE,
     verbose: bool = flags.VERBOSE,
     **settings,
 ) -> None:
     """Score a model on lm-eval tasks (any task, group, tag or preset) with merger's fast backend."""
-    report = evaluate_folder(model_dir, eval_settings(settings), device=device, json_out=json_out, items_out=items_out)
+    report = evaluate_folder(
+        model_dir, eval_settings(settings), device=device, json_out=json_out, items_out=items_out, cache=not no_cache
+    )
     out.print(results_table(report, title=str(model_dir)))
 
 
@@ -164,6 +167,7 @@ def sweep(
     strict: bool = flags.STRICT,
     random_seed: int | None = flags.SEED,
     lora_merge_cache: Path | None = flags.LORA_CACHE,
+    no_cache: bool = flags.NO_CACHE,
     verbose: bool = flags.VERBOSE,
     **settings,
 ) -> None:
@@ -173,7 +177,7 @@ def sweep(
         return render.plan(out, plan.plan_sweep(recipes, keep, device, strict, random_seed, execute, dry_run=True))
     from merger.sweep.run import run_sweep
 
-    options = RunOptions(device, lora_merge_cache, strict=strict, random_seed=random_seed)
+    options = RunOptions(device, lora_merge_cache, strict=strict, random_seed=random_seed, cache=not no_cache)
     best = run_sweep(recipes, out_dir, options, keep=keep, fresh=fresh, execute=execute)
     out.print(f"[green]best:[/green] {best}")
 

@@ -22,6 +22,9 @@ TRUST_CODE = typer.Option(False, "--trust-remote-code", help="Accept and run mod
 VERBOSE = typer.Option(False, "--verbose", help="Show the libraries' own logs, warnings and progress bars.")
 STRICT = typer.Option(False, "--strict", help="Treat notes (keys mergekit ignores, extrapolating values) as errors.")
 SEED = typer.Option(None, "--random-seed", help="Seed of randomized merges (default: the recipe's, else from the id).")
+NO_CACHE = typer.Option(
+    False, "--no-cache", help="Score every item again instead of reading the per-item cache ($MERGER_HOME/items)."
+)
 LORA_CACHE = typer.Option(None, "--lora-merge-cache", help="Where LoRA inputs are merged (default: merger's cache).")
 
 

@@ -290,7 +290,8 @@ def main() -> None:
     @check("merge-digest", skip)
     def _merge():
         from merger.config.recipe import expand
-        from merger.merge.run import folder_digest, merge_in_memory, merge_to_disk
+        from merger.core.digest import folder_digest
+        from merger.merge.run import merge_in_memory, merge_to_disk
 
         [candidate] = expand(recipe([0.3]))
         merged = merge_in_memory(candidate, device=device, digest=True)

@@ -15,6 +15,14 @@ HUB = EVALDATA / "hub"  # a mirror of the hub datasets lm-eval's tasks read
 SMOLLM2_FIXTURES = {"smollm2", "smollm2_variant", "outputs", "live"}
 
 
+@pytest.fixture(autouse=True)
+def item_cache(tmp_path, monkeypatch) -> Path:
+    """Each test its own per-item cache (`evaluate/cache.py`), so no test reads what another scored."""
+    root = tmp_path / "item-cache"
+    monkeypatch.setenv("MERGER_ITEM_CACHE", str(root))
+    return root
+
+
 def pytest_collection_modifyitems(items):
     """Every test that loads SmolLM2 is slow, whether or not it says so; training and lm-eval tests say so."""
     for item in items:

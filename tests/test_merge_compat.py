@@ -12,7 +12,7 @@ from tiny import edit_config, make_tiny_llama, make_tiny_lora
 from typer.testing import CliRunner
 
 from merger.cli import app
-from merger.merge.run import folder_digest
+from merger.core.digest import folder_digest
 
 runner = CliRunner()
 

@@ -128,3 +128,15 @@ def test_input_models_are_scored_as_reference_rows_never_kept(tiny_models, tmp_p
     kept = {p.name for p in (out / "candidates").iterdir()}
     assert kept and not kept & {r["id"] for r in inputs.values()}
     assert "input model" in (out / "leaderboard.md").read_text()
+    # another sweep over the same inputs: the reference rows come from the per-item cache, no item scored again
+    again = tmp_path / "again"
+    subprocess.run([str(BIN / "merger"), "sweep", str(path), "--out", str(again), "--device", "cpu"], check=True)
+    db = sqlite3.connect(again / "journal.sqlite")
+    refs = [r["id"] for r in inputs.values()]
+    work = db.execute(
+        "SELECT SUM(items_scored), SUM(items_cached), SUM(scoring_s) FROM work WHERE candidate IN (?, ?) "
+        "AND stage LIKE 'eval-%'",
+        refs,
+    ).fetchone()
+    assert work == (0, 16, 0.0), "0 forward passes for the inputs"
+    assert json.loads((again / "leaderboard.json").read_text()) == rows

@@ -125,7 +125,8 @@ def test_a_preserving_up_scale_computes_what_its_source_computes(tmp_path, tiny_
     from mergekit.merge import MergeOptions, run_merge
     from transformers import AutoModelForCausalLM
 
-    from merger.merge.run import folder_digest, merge_in_memory, merge_to_disk
+    from merger.core.digest import folder_digest
+    from merger.merge.run import merge_in_memory, merge_to_disk
 
     source = AutoModelForCausalLM.from_pretrained(tiny_models["a"], dtype=torch.float32).eval()
     ids = torch.randint(3, 250, (4, 24), generator=torch.Generator().manual_seed(0))

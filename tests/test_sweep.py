@@ -207,10 +207,11 @@ def test_one_yardstick_for_memory_and_disk(tiny_models, tmp_path):
     import torch
 
     from merger.config.recipe import EvalSettings, expand
+    from merger.core.digest import folder_digest
     from merger.evaluate.evaluator import evaluate, make_lm
     from merger.flow.options import RunOptions
     from merger.flow.workspace import Workspace
-    from merger.merge.run import folder_digest, merge_to_disk
+    from merger.merge.run import merge_to_disk
 
     data = slerp_recipe(tiny_models["a"], tiny_models["b"], 4, [0.3])
     data["merge"]["dtype"] = "float16"

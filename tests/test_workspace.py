@@ -5,10 +5,11 @@ import pytest
 from test_sweep import slerp_recipe, write
 
 from merger.config.recipe import EvalSettings, expand
+from merger.core.digest import folder_digest
 from merger.evaluate.evaluator import evaluate, make_lm
 from merger.flow.options import RunOptions
 from merger.flow.workspace import Workspace
-from merger.merge.run import folder_digest, merge_in_memory, merge_to_disk
+from merger.merge.run import merge_in_memory, merge_to_disk
 
 
 def safetensors_bytes(folder) -> int:

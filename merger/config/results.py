@@ -106,6 +106,7 @@ _SCORE_FIELDS = (
     "n_total",
     "num_fewshot",
     "seconds",
+    "cached",
     "primary",
     "dataset",
     "dataset_config",
@@ -135,6 +136,7 @@ class TaskScore(BaseModel):
     n_total: int | None = Field(None, description="Items in the split read: n == n_total means the whole split.")
     num_fewshot: int = Field(description="Shots.")
     seconds: float = Field(description="Scoring time.")
+    cached: int = Field(0, description="Of the n items, those read from the per-item cache instead of scored.")
     dataset: str | None = Field(None, description="The hub dataset the task's items come from.")
     dataset_config: str | None = Field(None, description="Its configuration, if any.")
     split: str | None = Field(None, description="Its split.")
@@ -379,7 +381,7 @@ class Weights(BaseModel):
     """A candidate's weights as the journal records them: the digest of those scored (stage `scored-weights`), or of
     those saved and whether they were checked against the scored ones (stage `save`)."""
 
-    digest: str | None = Field(None, description="tensor digest (merge.run.tensor_digest); None: scored from disk.")
+    digest: str | None = Field(None, description="tensor digest (core.digest.tensor_digest); None: scored from disk.")
     checked_against_scored: bool = Field(False, description="save: the saved weights' digest equals the scored one.")
 
 

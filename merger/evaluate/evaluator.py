@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from merger.config.recipe import EvalSettings
 from merger.config.results import EvalReport, ItemRecord, TaskScore
 from merger.core.errors import UserError
+from merger.evaluate.cache import ItemCache, Scored, cacheable, runtime, task_key
 from merger.evaluate.mirror import data_dir, mirrored, require_splits
 from merger.evaluate.punkt import ensure_punkt_tab
 from merger.evaluate.signals import gold_indices, p_gold
@@ -106,11 +107,9 @@ def _number(value: Any) -> float | None:
     return None
 
 
-def _items(
-    name: str, tasks: dict[str, Any], samples: dict[str, list[dict]], primary: str, positions: dict[tuple, int]
-) -> list[ItemRecord]:
-    """One record per document from lm-eval's logged samples (one sample per filter): every metric as
-    `metric,filter`, the choices' log-likelihoods or the generation, its position in the seeded order, and for a
+def _items(name: str, tasks: dict[str, Any], samples: dict[str, list[dict]], primary: str) -> dict[tuple, ItemRecord]:
+    """One record per document, by (leaf task, document index), from lm-eval's logged samples (one sample per
+    filter): every metric as `metric,filter`, the choices' log-likelihoods or the generation, and for a
     multiple-choice document its gold choices and selection signal (`signals.py`), read from the document itself."""
     records: dict[tuple[str, int], ItemRecord] = {}
     for leaf, task in tasks.items():
@@ -118,9 +117,8 @@ def _items(
             key = (leaf, int(sample["doc_id"]))
             record = records.get(key)
             if record is None:
-                item_id = str(sample["doc_id"]) if list(tasks) == [name] else f"{leaf}/{sample['doc_id']}"
                 record = records[key] = ItemRecord(
-                    task=name, id=item_id, doc_id=key[1], position=positions.get(key), primary=primary
+                    task=name, id=_item_id(name, tasks, *key), doc_id=key[1], primary=primary
                 )
                 resps = sample.get("resps") or []
                 if resps and isinstance(resps[0][0], tuple | list):
@@ -138,7 +136,35 @@ def _items(
                 value = _number(sample.get(metric))
                 if value is not None:
                     record.metrics[f"{metric},{sample.get('filter', 'none')}"] = value
-    return sorted(records.values(), key=lambda r: (r.position is None, r.position or 0))
+    return records
+
+
+def _item_id(name: str, tasks: dict[str, Any], leaf: str, doc: int) -> str:
+    return str(doc) if list(tasks) == [name] else f"{leaf}/{doc}"
+
+
+def _cached(cache, model, key, name: str, tasks: dict[str, Any], chosen: list[tuple]) -> dict[tuple, ItemRecord]:
+    """The chosen items the cache holds for this model and task (`key`: None, no cache), as this run names them."""
+    if not key:
+        return {}
+    found = cache.get(model.key, key, [f"{leaf}/{doc}" for leaf, doc in chosen])
+    records = {}
+    for leaf, doc in chosen:
+        record = found.get(f"{leaf}/{doc}")
+        if record is not None:
+            records[(leaf, doc)] = record.model_copy(update={"task": name, "id": _item_id(name, tasks, leaf, doc)})
+    return records
+
+
+def _means(records: list[ItemRecord]) -> dict[str, float]:
+    """A leaf task's lm-eval results from its items, for metrics aggregated by their mean: each metric's mean and
+    lm-eval's `mean_stderr`, keyed as lm-eval keys them."""
+    results: dict[str, float] = {}
+    for metric in dict.fromkeys(k for r in records for k in r.metrics):
+        values = [r.metrics[metric] for r in records if metric in r.metrics]
+        results[metric] = sum(values) / len(values)
+        results[metric.replace(",", "_stderr,", 1)] = stderr(values)
+    return results
 
 
 def _aggregate(results: dict[str, dict], sizes: dict[str, int]) -> tuple[dict[str, float], dict[str, float]]:
@@ -202,17 +228,32 @@ def evaluate(
     offset: int = 0,
     show_progress: bool = True,
     prepared: Prepared | None = None,
+    cache: ItemCache | None = None,
+    model: Scored | None = None,
 ) -> EvalReport:
     """Score an lm-eval model on `settings.tasks` (items [offset, offset + limit) of each task's seeded order, or
     `settings.limit`); the same settings give the same items for every model. `prepared`: the tasks already built
-    for these settings."""
+    for these settings. With a `cache` and the `model`'s identity (`cache.py`), items the cache holds for this
+    model and task are read from it, only the others are scored, and those are added to it; `lm` may then be a
+    function making the model, called only when something is left to score."""
     import lm_eval.evaluator
 
     limit = limit if limit is not None else settings.limit
     prepared = prepared or Prepared(settings)
     names, root = prepared.names, prepared.root
     report = EvalReport()
-    chat = bool(settings.apply_chat_template) and lm.chat_template(True) is not None
+    made: list = []
+
+    def the_lm():
+        if not made:
+            made.append(lm() if callable(lm) and not hasattr(lm, "loglikelihood") else lm)
+        return made[0]
+
+    if model is not None:
+        chat = bool(settings.apply_chat_template) and model.chat_template
+    else:
+        chat = bool(settings.apply_chat_template) and the_lm().chat_template(True) is not None
+    cache = cache if model is not None else None
     progress = (
         Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         if show_progress
@@ -225,43 +266,60 @@ def evaluate(
             pairs = [(leaf, i) for leaf, task in tasks.items() for i in range(len(task.eval_docs))]
             chosen = [pairs[i] for i in sample_indices(len(pairs), limit, settings.seed, offset)]
             positions = {pair: offset + k for k, pair in enumerate(chosen)}
-            samples = {leaf: sorted(i for t, i in chosen if t == leaf) for leaf in tasks}
-            leaves = [leaf for leaf in tasks if samples[leaf]]
+            leaves = [leaf for leaf in tasks if any(t == leaf for t, _ in chosen)]
             if not leaves:
                 raise UserError.one(name, "limit", f"no items left to score (offset {offset} of {len(pairs)})")
             shots = {tasks[leaf].get_config("num_fewshot") for leaf in leaves}
-            if progress is not None:
-                bar = progress.add_task(f"{name} ({'/'.join(map(str, sorted(shots)))}-shot)", total=len(chosen))
-                lm.advance = lambda n, bar=bar: progress.advance(bar, n)
-            started = time.perf_counter()
-            out = lm_eval.evaluator.evaluate(
-                lm=lm,
-                task_dict={"tasks": {leaf: tasks[leaf] for leaf in leaves}},
-                samples={leaf: samples[leaf] for leaf in leaves},
-                bootstrap_iters=BOOTSTRAP_ITERS,
-                log_samples=True,
-                system_instruction=settings.system_instruction,
-                apply_chat_template=chat,
-                fewshot_as_multiturn=chat and settings.fewshot_as_multiturn,
-                verbosity="ERROR",
-            )
+            key = task_key(name, tasks, settings) if cache and all(map(cacheable, tasks.values())) else None
+            records = _cached(cache, model, key, name, tasks, chosen)
+            hit = bool(records)
+            todo = [pair for pair in chosen if pair not in records]
+            started, out = time.perf_counter(), None
+            if todo:
+                samples = {leaf: sorted(i for t, i in todo if t == leaf) for leaf in tasks}
+                run = [leaf for leaf in tasks if samples[leaf]]
+                if progress is not None:
+                    bar = progress.add_task(f"{name} ({'/'.join(map(str, sorted(shots)))}-shot)", total=len(todo))
+                    the_lm().advance = lambda n, bar=bar: progress.advance(bar, n)
+                out = lm_eval.evaluator.evaluate(
+                    lm=the_lm(),
+                    task_dict={"tasks": {leaf: tasks[leaf] for leaf in run}},
+                    samples={leaf: samples[leaf] for leaf in run},
+                    bootstrap_iters=BOOTSTRAP_ITERS,
+                    log_samples=True,
+                    system_instruction=settings.system_instruction,
+                    apply_chat_template=chat,
+                    fewshot_as_multiturn=chat and settings.fewshot_as_multiturn,
+                    verbosity="ERROR",
+                )
             seconds = time.perf_counter() - started
-            sizes = {leaf: len(samples[leaf]) for leaf in leaves}
+            protocol = PROTOCOLS.get(name)
+            preset, proto = protocol if protocol else (None, None)
+            if hit:  # some from the cache, so every metric is a mean over items (`cacheable`)
+                primary = next(iter(records.values())).primary or ""  # as the run that cached them named it
+                records.update(_items(name, tasks, out["samples"] if out else {}, primary))
+                results = {leaf: _means([r for (t, _), r in records.items() if t == leaf]) for leaf in leaves}
+            else:
+                results = {leaf: out["results"][leaf] for leaf in leaves}
             if leaves == [name]:
-                result = out["results"][name]
+                result = results[name]
                 metrics = {
                     k: v for k, v in result.items() if "," in k and "_stderr," not in k and _number(v) is not None
                 }
                 errors = {k: result.get(k.replace(",", "_stderr,", 1)) for k in metrics}
                 errors = {k: float(v) for k, v in errors.items() if isinstance(v, int | float)}
             else:
-                metrics, errors = _aggregate({leaf: out["results"][leaf] for leaf in leaves}, sizes)
+                metrics, errors = _aggregate(results, {leaf: sum(1 for t, _ in chosen if t == leaf) for leaf in leaves})
+            if not hit:
+                primary = proto.metric if proto and proto.metric in metrics else next(iter(metrics), "")
+                records.update(_items(name, tasks, out["samples"], primary))
+            if key and todo:
+                cache.put(model.key, key, {f"{leaf}/{doc}": records[(leaf, doc)] for leaf, doc in todo})
             first = tasks[leaves[0]].config
-            protocol = PROTOCOLS.get(name)
-            preset, proto = protocol if protocol else (None, None)
             k = sorted(shots)[0]
-            primary = proto.metric if proto and proto.metric in metrics else next(iter(metrics), "")
-            report.items += _items(name, {leaf: tasks[leaf] for leaf in leaves}, out["samples"], primary, positions)
+            for pair, record in records.items():
+                record.position = positions[pair]
+            report.items += sorted(records.values(), key=lambda r: r.position)
             datasets_read = {(tasks[leaf].config.dataset_path, tasks[leaf].config.dataset_name) for leaf in leaves}
             report.tasks[name] = TaskScore(
                 metrics={k_: float(v) for k_, v in metrics.items()},
@@ -271,6 +329,7 @@ def evaluate(
                 n_total=len(pairs),
                 num_fewshot=k,
                 seconds=seconds,
+                cached=len(chosen) - len(todo),
                 title=proto.title if proto else name,
                 dataset=first.dataset_path,
                 dataset_config=first.dataset_name if len(datasets_read) == 1 else None,
@@ -290,13 +349,21 @@ def evaluate_folder(
     device: str = "auto",
     json_out: Path | None = None,
     items_out: Path | None = None,
+    cache: bool = True,
 ) -> EvalReport:
-    """`merger eval`: score a model folder with the chosen backend; write the summary and items where asked."""
+    """`merger eval`: score a model folder with the chosen backend, items already in the per-item cache read from it
+    (`cache`: False bypasses it); write the summary and items where asked."""
     from merger.core.hf import require_model_folder
     from merger.evaluate.report import write_items, write_summary
 
-    lm = make_lm(settings, folder=require_model_folder(Path(model_dir)), device=device)
-    report = evaluate(lm, settings)
+    folder = require_model_folder(Path(model_dir))
+    store = ItemCache() if cache else None
+    try:
+        model = store.folder_model(folder, runtime(settings.backend, device)) if store else None
+        report = evaluate(lambda: make_lm(settings, folder=folder, device=device), settings, cache=store, model=model)
+    finally:
+        if store:
+            store.close()
     if json_out:
         write_summary(report, json_out)
     if items_out:

@@ -110,7 +110,9 @@ class Planner:
             return Save(c, "save", model)  # vocabulary surgery, or a backend that reads folders: scored from disk
         on_disk = bool(c.train) or saved
         digest = not on_disk and not done(c.id, WEIGHTS)
-        return Score(c, score, model if on_disk else None, goal.split, goal.limit, goal.offset, digest)
+        known = self.progress.stage(c.id, WEIGHTS) if not on_disk and not digest else None
+        weights = known.result.get("digest") if known is not None and known.result else None
+        return Score(c, score, model if on_disk else None, goal.split, goal.limit, goal.offset, digest, weights)
 
 
 class Rehearsal:

@@ -6,7 +6,8 @@ worker), so a sweep does each piece of work once per worker.
 - the candidates made live, by candidate id (or folder): every rung and slice of one scores the same model, merged
   once (the one in use on the device, the others in host memory, within a budget);
 - lm-eval's tasks by eval key (`evaluator.Prepared`: names checked, data read, tasks built once), and merger's
-  tokenization of their requests, shared by every sibling with the same tokenizer.
+  tokenization of their requests, shared by every sibling with the same tokenizer;
+- the per-item cache (`evaluate.cache.ItemCache`), unless the run options turn it off.
 
 Every object kept is keyed by what made it (candidate id, which covers its config and seed; folder; eval settings), so
 nothing is served to the wrong unit. `counters` counts the work really done; each unit reports what it added.
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from merger.config.recipe import Candidate, EvalSettings
 from merger.core.device import compute_dtype, release, resolve_device
+from merger.evaluate.cache import ItemCache
 from merger.evaluate.evaluator import Prepared
 from merger.evaluate.model import load_model
 from merger.flow.options import RunOptions
@@ -44,6 +46,8 @@ class Counters:
     task_builds: int = 0  # lm-eval task sets built
     input_bytes_read: int = 0  # input tensor bytes read from disk by in-memory merges
     scoring_s: float = 0.0  # seconds inside the forward passes and generation
+    items_scored: int = 0  # items run through the model
+    items_cached: int = 0  # items read from the per-item cache instead
 
     def since(self, before: Counters) -> dict:
         now, then = asdict(self), asdict(before)
@@ -59,6 +63,7 @@ class Workspace:
         self.budget = live_budget_from_env()  # bytes of models kept besides the input tensors
         self.prepared: dict[str, Prepared] = {}  # eval key -> tasks
         self.encoders: list = []  # merger's request tokenization, one per tokenizer seen
+        self.items = ItemCache() if options.cache else None  # scored records by model and task (`evaluate/cache.py`)
 
     def snapshot(self) -> Counters:
         return Counters(**asdict(self.counters))
@@ -128,3 +133,5 @@ class Workspace:
     def close(self) -> None:
         self.drop()
         self.resident.clear()
+        if self.items is not None:
+            self.items.close()

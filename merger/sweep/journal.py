@@ -23,6 +23,7 @@ from merger.core.errors import UserError
 
 FILES = ("journal.sqlite", "journal.sqlite-wal", "journal.sqlite-shm")
 SIZES = "task_sizes"  # the meta key of the task sizes a halving sweep read when it opened
+WORK = ("merges", "loads", "task_builds", "input_bytes_read", "scoring_s", "items_scored", "items_cached")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS candidates (
@@ -41,7 +42,8 @@ CREATE TABLE IF NOT EXISTS items (
     value REAL NOT NULL, record TEXT NOT NULL, signal REAL, PRIMARY KEY (candidate, split, task, item));
 CREATE TABLE IF NOT EXISTS work (
     candidate TEXT NOT NULL, stage TEXT NOT NULL, worker TEXT NOT NULL, seconds REAL NOT NULL, merges INTEGER,
-    loads INTEGER, task_builds INTEGER, input_bytes_read INTEGER, scoring_s REAL);
+    loads INTEGER, task_builds INTEGER, input_bytes_read INTEGER, scoring_s REAL, items_scored INTEGER,
+    items_cached INTEGER);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
@@ -74,6 +76,9 @@ class Journal:
         if "stage" not in {row[1] for row in self.db.execute("PRAGMA table_info(candidates)")}:  # before lineage
             for column in ("parent TEXT", "stage INTEGER NOT NULL DEFAULT 0", "reference TEXT"):
                 self.db.execute(f"ALTER TABLE candidates ADD COLUMN {column}")
+        if "items_cached" not in {row[1] for row in self.db.execute("PRAGMA table_info(work)")}:  # before the cache
+            for column in ("items_scored INTEGER", "items_cached INTEGER"):
+                self.db.execute(f"ALTER TABLE work ADD COLUMN {column}")
         self.fallbacks: set[str] = set()  # tasks whose items lack the signal asked for: read by their metric
 
     def close(self) -> None:
@@ -192,14 +197,8 @@ class Journal:
     def count_work(self, cid: str, stage: str, worker: str, seconds: float, counters: dict) -> None:
         """What one unit really did (`workspace.Counters`), a row per run of it: the figures benchmarks read."""
         self.db.execute(
-            "INSERT INTO work VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                cid,
-                stage,
-                worker,
-                seconds,
-                *(counters.get(k, 0) for k in ("merges", "loads", "task_builds", "input_bytes_read", "scoring_s")),
-            ),
+            "INSERT INTO work VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (cid, stage, worker, seconds, *(counters.get(k, 0) for k in WORK)),
         )
 
     def set_meta(self, key: str, value: Any) -> None:

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from merger.config.results import Weights
+from merger.core.digest import folder_digest
 from merger.core.errors import UserError
 from merger.flow.steps.base import Outcome, Step
 from merger.flow.verbs import materialize
-from merger.merge.run import folder_digest
 
 
 @dataclass(frozen=True)
