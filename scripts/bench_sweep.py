@@ -117,7 +117,7 @@ def main() -> None:
             merges, builds, read, scoring = db.execute(
                 "SELECT SUM(merges), SUM(task_builds), SUM(input_bytes_read), SUM(scoring_s) FROM work"
             ).fetchone()
-            workers = db.execute("SELECT COUNT(DISTINCT worker) FROM work").fetchone()[0]
+            workers = db.execute("SELECT COUNT(DISTINCT worker) FROM work WHERE stage != 'task-sizes'").fetchone()[0]
             scored = db.execute("SELECT COUNT(DISTINCT candidate) FROM work WHERE stage LIKE 'eval-%'").fetchone()[0]
         return {
             "items": items,
@@ -131,7 +131,16 @@ def main() -> None:
     def timed_sweep(name: str) -> dict:
         out = work / name.replace(" ", "-")
         started = time.perf_counter()
-        cmd = [str(BIN / "merger"), "sweep", str(recipes[name]), "--out", str(out), "--device", args.device]
+        cmd = [
+            str(BIN / "merger"),
+            "sweep",
+            str(recipes[name]),
+            "--out",
+            str(out),
+            "--device",
+            args.device,
+            "--no-cache",
+        ]
         subprocess.run([*cmd, *executor], check=True, capture_output=True)
         return {"per_candidate_s": (time.perf_counter() - started) / len(TS), **counted(out)}
 

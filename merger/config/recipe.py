@@ -244,12 +244,47 @@ class SearchSettings(BaseModel):
 
 
 class RefineStage(BaseModel):
-    """One stage of `refine:`: the best `top` candidates of the stage before, each trained further into a child."""
+    """One stage of `refine:`: the best `top` candidates of the stage before (ranked on the same items, whether or
+    not they beat their own parents), each trained further into a child (`train:`), or merged again (`merge:`), or
+    added one by one to a greedy soup (`soup: true`)."""
 
     model_config = ConfigDict(extra="forbid")
 
     top: int = Field(gt=0, description="How many of the stage before's best candidates it refines.")
-    train: list[TrainStep] = Field(min_length=1, description="The training steps each of them gets, in order.")
+    train: list[TrainStep] = Field(default_factory=list, description="The training steps each of them gets, in order.")
+    merge: dict[str, Any] | None = Field(
+        None,
+        description="A mergekit config each of them is merged with, in which `@candidate` (the one refined), "
+        "`@parent` (its parent) and `@top1`, `@top2`, ... (the stage before's best) name earlier candidates.",
+    )
+    sweep: dict[str, list[Any]] = Field(
+        default_factory=dict,
+        description="Axes of this stage's merge: a dotted path under `merge.` -> the values it takes (one child per "
+        "refined candidate and point).",
+    )
+    soup: bool = Field(
+        False,
+        description="A greedy soup (Wortsman et al., 2022): the top candidates in score order, each added to a uniform "
+        "linear average unless the new average is shown worse than the soup so far, on the same items.",
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> RefineStage:
+        if sum((bool(self.train), self.merge is not None, self.soup)) != 1:
+            raise ValueError(
+                "give exactly one of `train:` (training steps), `merge:` (a mergekit config), `soup: true`"
+            )
+        if self.sweep and self.merge is None:
+            raise ValueError("`sweep:` sweeps a stage's `merge:`, and this stage has none")
+        for axis, values in self.sweep.items():
+            if not axis.startswith("merge.") or not values:
+                raise ValueError(f"axis '{axis}': a stage's axes are paths under `merge.`, each with values")
+        return self
+
+    @property
+    def kind(self) -> str:
+        """Which `sweep/stages/` module makes its children: train, merge or soup."""
+        return "train" if self.train else "merge" if self.merge is not None else "soup"
 
 
 class Recipe(BaseModel):
@@ -333,8 +368,13 @@ class Candidate(BaseModel):
     notes: list[str] = Field(default_factory=list, description="What validation noted about it.")
     train: list[TrainStep] = Field(default_factory=list, description=Recipe.model_fields["train"].description)
     refine: list[RefineStage] = Field(default_factory=list, description=Recipe.model_fields["refine"].description)
-    parent: str | None = Field(None, description="A refined child's parent: the candidate it trained further.")
+    parent: str | None = Field(
+        None, description="A refined child's parent: the candidate it trained further, or a merged child's best input."
+    )
     stage: int = Field(0, description="0 for the sweep's own candidates; k for a child of refine stage k.")
+    inputs: list[str] = Field(
+        default_factory=list, description="A merged child's inputs: the earlier candidates it merges, by id."
+    )
     reference: str | None = Field(None, description="A reference row: this input model, scored as it is, never kept.")
     eval: EvalSettings = Field(default_factory=EvalSettings, description=Recipe.model_fields["eval"].description)
     select: SelectSettings = Field(
@@ -499,7 +539,16 @@ def child(parent: Candidate, stage: int) -> Candidate:
 
 def reference(path: str, like: Candidate) -> Candidate:
     """An input model scored as it is beside `like`'s sweep (`select.references`): a reference row, never kept."""
-    empty = {"params": {}, "merge": {}, "upstream": [], "train": [], "refine": [], "parent": None, "notes": []}
+    empty = {
+        "params": {},
+        "merge": {},
+        "upstream": [],
+        "train": [],
+        "refine": [],
+        "parent": None,
+        "notes": [],
+        "inputs": [],
+    }
     return like.model_copy(
         update={"id": "r" + hashlib.sha256(path.encode()).hexdigest()[:9], "reference": path, **empty}
     )

@@ -267,6 +267,7 @@ class SweepCandidate(BaseModel):
     parent: str | None = Field(None, description="A refined child's parent.")
     stage: int = Field(0, description="0 for the sweep's own candidates; k for a child of refine stage k.")
     reference: str | None = Field(None, description="A reference row: the input model scored as it is.")
+    inputs: list[str] = Field(default_factory=list, description="A merged child's inputs (earlier candidates).")
 
 
 class SweepMeta(BaseModel):
@@ -351,7 +352,10 @@ class LeaderboardRow(BaseModel):
     params: dict[str, Any] = Field(description="Its sweep point.")
     train: list[str] = Field(default_factory=list, description="The training steps after its merge, in order.")
     stage: int = Field(0, description="0 for the sweep's own candidates; k for a child of refine stage k.")
-    parent: str | None = Field(None, description="A refined child's parent (the candidate it trained further).")
+    parent: str | None = Field(
+        None, description="A refined child's parent (the candidate it trained further, or a merged child's best input)."
+    )
+    inputs: list[str] = Field(default_factory=list, description="A merged child's inputs (earlier candidates), by id.")
     vs_parent: tuple[float, float] | None = Field(
         None,
         description="A child's anytime-valid bounds on its signal score minus its parent's, on the items both have, "
@@ -396,6 +400,7 @@ class CandidateRow(BaseModel):
     parent: str | None = Field(None, description="A refined child's parent.")
     stage: int = Field(0, description="0 for the sweep's own candidates; k for a child of refine stage k.")
     reference: str | None = Field(None, description="A reference row: the input model scored as it is.")
+    inputs: list[str] = Field(default_factory=list, description="A merged child's inputs (earlier candidates).")
 
 
 class StageRow(BaseModel):

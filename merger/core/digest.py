@@ -15,7 +15,7 @@ def _digest(named_tensors) -> str:
     for name, tensor in named_tensors:
         tensor = tensor.contiguous().cpu()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())
+        digest.update(memoryview(tensor.view(-1).view(torch.uint8).numpy()))  # no copy of the bytes
     return digest.hexdigest()
 
 

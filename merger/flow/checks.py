@@ -11,7 +11,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from merger.config.recipe import Candidate, expand, input_models, output_layers, steps_of
+from merger.config.recipe import Candidate, Upstream, expand, input_models, output_layers, steps_of
+from merger.config.refine import names_in, replace_names, stage_config, stage_points, stage_problems
 from merger.core.errors import Problem, UserError
 from merger.core.hf import inspect_model, model_path
 from merger.evaluate import backends
@@ -57,6 +58,31 @@ def check_candidate(candidate: Candidate, allow_pickle: bool = False, trust_remo
     return report
 
 
+def check_stages(first: Candidate, made: int) -> Report:
+    """A recipe's `refine:` stages that merge, before any work: their names (`config.refine.stage_problems`) and
+    their mergekit configs, each earlier candidate standing in as the recipe's first merge will come out. `made`:
+    the candidates of the recipe's first stage."""
+    report = Report()
+    for n, stage in enumerate(first.refine, 1):
+        if stage.kind == "merge":
+            named = stage_problems(first.recipe_path, n, stage, made, has_parent=n >= 2)
+            report.problems += named
+            for point in stage_points(stage) if not named else []:  # mergekit's checks, once the names are right
+                config = stage_config(stage, point)
+                names = {ref: f"merger-stage-input-{ref[1:]}" for _, ref in names_in(config)}
+                stand_ins = [Upstream(name=ref, merge=first.merge, path=path) for ref, path in names.items()]
+                checked = first.model_copy(update={"merge": replace_names(config, names), "upstream": stand_ins})
+                found = check_merge(checked)
+                for mine, theirs in ((report.problems, found.problems), (report.notes, found.notes)):
+                    mine += [Problem(p.file, f"refine.{n - 1}.{p.field}", p.cause) for p in theirs]
+        made = min(stage.top, made) * (len(stage_points(stage)) if stage.kind == "merge" else 1) - (
+            stage.kind == "soup"
+        )
+    report.problems = list(dict.fromkeys(report.problems))
+    report.notes = list(dict.fromkeys(report.notes))
+    return report
+
+
 def validate_recipes(
     paths: list[str],
     allow_pickle: bool = False,
@@ -75,6 +101,10 @@ def validate_recipes(
             report.problems.extend(exc.problems)
             continue
         results = [(c, check_candidate(c, allow_pickle, trust_remote_code)) for c in found]
+        if found and found[0].search is None:
+            staged = check_stages(found[0], len(found))
+            report.problems += staged.problems
+            report.notes += staged.notes
         for c, result in results:
             c.notes = [str(n) for n in result.notes]
             if strict or c.strict:

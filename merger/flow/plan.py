@@ -77,9 +77,10 @@ class Planner:
         return stages
 
     def next_step(self, goal: Goal) -> Step | None:
-        """The next step `goal` needs (its model first: merges and training steps, or saved weights), or None once the
-        journal has it. A finished step whose output is gone (deleted by an earlier --keep, or a step's input removed
-        once the step was done) is redone from the last output still there."""
+        """The next step `goal` needs (its model first: named merges, the earlier candidates it merges, its merge and
+        training steps, or saved weights), or None once the journal has it. A finished step whose output is gone
+        (deleted by an earlier --keep, or a step's input removed once the step was done) is redone from the last
+        output still there."""
         c, done = self.candidates[goal.cid], self.progress.done
         model = self.folder(c.id) / "model"
         score = self.score_stage(goal)
@@ -87,15 +88,38 @@ class Planner:
             return None
         if c.reference:  # an input model, scored as it is
             return Score(c, score, Path(c.reference), goal.split, goal.limit, goal.offset)
-        for named in c.upstream:  # its named merges first: each a node of the journal, under its folder's name
+        if goal.kind == "save" or c.train:
+            if (step := self.to_disk(c)) is not None or goal.kind == "save":
+                return step
+        elif (step := self.inputs(c)) is not None:
+            return step
+        saved = done(c.id, "save") and self.exists(model)
+        if not c.train and not saved and not (in_memory_supported(c) and backends.live(c.eval.backend)):
+            return Save(c, "save", model)  # vocabulary surgery, or a backend that reads folders: scored from disk
+        on_disk = bool(c.train) or saved
+        digest = not on_disk and not done(c.id, WEIGHTS)
+        known = self.progress.stage(c.id, WEIGHTS) if not on_disk and not digest else None
+        weights = known.result.get("digest") if known is not None and known.result else None
+        return Score(c, score, model if on_disk else None, goal.split, goal.limit, goal.offset, digest, weights)
+
+    def inputs(self, c: Candidate) -> Step | None:
+        """The next step of what `c` merges that is not on disk yet: its named merges (each a node of the journal,
+        under its folder's name), then the earlier candidates it merges (each saved, or trained, first)."""
+        done = self.progress.done
+        for named in c.upstream:
             if not (done(Path(named.path).name, "merge") and self.exists(Path(named.path))):
                 return Upstream(c, "merge", Path(named.path), named.name)
-        saved = done(c.id, "save") and self.exists(model)
-        if goal.kind == "save":
-            if c.train or saved:
-                return None
-            scored = self.progress.stage(c.id, WEIGHTS)
-            return Save(c, "save", model, scored.result["digest"] if scored else None)
+        for cid in c.inputs:
+            if (step := self.to_disk(self.candidates[cid])) is not None:
+                return step
+        return None
+
+    def to_disk(self, c: Candidate) -> Step | None:
+        """The next step that puts `c`'s model in its folder (its inputs, its merge and training steps, or a save,
+        checked against the weights it was scored with), or None once it is there."""
+        if (step := self.inputs(c)) is not None:
+            return step
+        done = self.progress.done
         if c.train:
             chain = self.chain(c)
             ready = max(
@@ -106,13 +130,12 @@ class Planner:
             if ready < len(chain) - 1:
                 _, stage, folder, step = chain[ready + 1]
                 return Train(c, stage, folder, chain[ready][2], step)
-        elif not saved and not (in_memory_supported(c) and backends.live(c.eval.backend)):
-            return Save(c, "save", model)  # vocabulary surgery, or a backend that reads folders: scored from disk
-        on_disk = bool(c.train) or saved
-        digest = not on_disk and not done(c.id, WEIGHTS)
-        known = self.progress.stage(c.id, WEIGHTS) if not on_disk and not digest else None
-        weights = known.result.get("digest") if known is not None and known.result else None
-        return Score(c, score, model if on_disk else None, goal.split, goal.limit, goal.offset, digest, weights)
+            return None
+        model = self.folder(c.id) / "model"
+        if done(c.id, "save") and self.exists(model):
+            return None
+        scored = self.progress.stage(c.id, WEIGHTS)
+        return Save(c, "save", model, scored.result["digest"] if scored and scored.result else None)
 
 
 class Rehearsal:

@@ -89,6 +89,8 @@ class Journal:
     # candidates -------------------------------------------------------------------------------
     def add_candidate(self, c: Candidate) -> None:
         config = {"merge": c.merge, "train": [step.dump() for step in c.train], "random_seed": c.random_seed}
+        if c.inputs:
+            config["inputs"] = c.inputs
         self.db.execute(
             "INSERT OR IGNORE INTO candidates (id, recipe, params, config, created, parent, stage, reference) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

@@ -46,6 +46,7 @@ def entries(journal: Journal, meta: SweepMeta) -> list[LeaderboardRow]:
                 train=steps.get(r.id, []),
                 stage=info.stage,
                 parent=info.parent,
+                inputs=info.inputs,
                 vs_parent=gaps.get(r.id),
                 beats_parent=gaps[r.id][0] > 0 if r.id in gaps else None,
                 reference=info.reference,
@@ -119,6 +120,11 @@ def _point(row: LeaderboardRow) -> str:
     """A candidate in a few characters: its sweep point by the axes' last names, else its recipe's name."""
     if row.reference:
         return f"input {Path(row.reference).name}"
+    if row.inputs:  # a merged child: its stage's own point (`refine.N.<axis>`)
+        own = {k.split(".", 2)[2]: v for k, v in row.params.items() if k.startswith("refine.")}
+        made = [f"soup of {own.pop('soup')}"] if "soup" in own else ["merge"]
+        made += [f"{_short(k, list(own))}={_value(v)}" for k, v in own.items()]
+        return " ".join(made) + "".join(f" +{kind}" for kind in row.train)
     names = list(row.params)
     point = ", ".join(f"{_short(k, names)}={_value(v)}" for k, v in row.params.items()) or Path(row.recipe).stem
     return point + "".join(f" +{kind}" for kind in row.train)
@@ -196,7 +202,8 @@ def markdown(
             point = f"input model `{r.reference}`, as it is"
         if r.parent:
             bounds = f"[{100 * r.vs_parent[0]:+.1f}, {100 * r.vs_parent[1]:+.1f}]" if r.vs_parent else "-"
-            point += f" (child of {r.parent}, vs parent {bounds})"
+            made = f"merge of {', '.join(r.inputs)}; " if r.inputs else ""
+            point += f" (stage {r.stage}: {made}child of {r.parent}, vs parent {bounds})"
         gap = f"[{100 * r.gap[0]:+.1f}, {100 * r.gap[1]:+.1f}]" if r.gap and i > 1 else "-"
         signal = f"{r.signal:.4f}" if r.signal is not None else "-"
         lines.append(
@@ -318,7 +325,12 @@ def meta_of(journal: Journal, out: Path) -> SweepMeta:
         raise UserError.one(str(out), "DIR", "no sweep here to report on")
     candidates = {
         row.id: SweepCandidate(
-            recipe=row.recipe, params=row.params, parent=row.parent, stage=row.stage, reference=row.reference
+            recipe=row.recipe,
+            params=row.params,
+            parent=row.parent,
+            stage=row.stage,
+            reference=row.reference,
+            inputs=row.config.get("inputs", []),
         )
         for row in journal.candidates()
         if journal.item_values(row.id, "select")

@@ -23,12 +23,12 @@ from merger.evaluate.evaluator import Prepared
 from merger.flow.options import RunOptions
 from merger.flow.plan import Goal, Planner
 from merger.flow.steps import Step
-from merger.sweep import executors, finish, strategies
+from merger.sweep import executors, finish, stages, strategies
 from merger.sweep.executors.base import Finished, Lost
 from merger.sweep.journal import SIZES, Journal
 from merger.sweep.plan import SweepPlan, plan_sweep
 from merger.sweep.selection import Ranked
-from merger.sweep.stages import references, refine
+from merger.sweep.stages import references
 from merger.sweep.standing import RACE, Standing
 from merger.sweep.strategies import search
 from merger.sweep.strategies.base import Fixed, Strategy
@@ -76,8 +76,11 @@ class Sweep:
         self.journal.set_meta("settings", settings)  # what `merger report` reads of a sweep that did not finish
         if self.select.strategy == "halving" and self.journal.meta(SIZES) is None:  # its rungs need them first
             workspace = getattr(self.executor, "workspace", None)  # the local executor's: its tasks, built once
+            started = time.time()
             prepared = workspace.tasks(self.eval) if workspace is not None else Prepared(self.eval)
             self.journal.set_meta(SIZES, prepared.sizes())
+            where = "local" if workspace is not None else "driver"  # Ray's driver builds them once for the sizes
+            self.journal.count_work("", "task-sizes", where, time.time() - started, {"task_builds": 1})
         if self.journal.meta(RACE) is None:  # the race's pairs: the candidates it starts with, fixed now
             first_stage = [c for c in plan.candidates if c.stage == 0 and not c.reference]
             self.journal.set_meta(RACE, self.search.trials if self.search is not None else len(first_stage))
@@ -100,7 +103,9 @@ class Sweep:
         record -> tell, each result recorded as it arrives."""
         pending: list[Goal] = []
         busy: dict[str, Goal] = {}  # candidate -> the goal whose step is running (one step per candidate at once)
-        making: set[str] = set()  # named merges being made: one step each, however many candidates take them
+        making: set[str] = set()  # what a goal's step makes for others (a named merge, an earlier candidate's
+        # weights): one step each, however many goals need it
+        leased: dict[tuple[str, str], str] = {}  # (journal id, stage) of a running step -> its goal's candidate
         while True:
             settled = False
             while not settled:
@@ -120,12 +125,13 @@ class Sweep:
                     elif len(busy) < self.executor.slots and step.journal_id not in making:
                         self.lease(step)
                         busy[goal.cid] = goal
+                        leased[(step.journal_id, step.stage)] = goal.cid
                         if step.journal_id != goal.cid:
                             making.add(step.journal_id)
             if not busy:
                 return
             for event in self.executor.events():
-                busy.pop(event.step.candidate.id)
+                busy.pop(leased.pop((event.step.journal_id, event.step.stage)))
                 making.discard(event.step.journal_id)
                 if isinstance(event, Finished):
                     self.record(event)
@@ -167,7 +173,12 @@ class Sweep:
     def lineage(self) -> dict[str, SweepCandidate]:
         return {
             c.id: SweepCandidate(
-                recipe=c.recipe_path, params=c.params, parent=c.parent, stage=c.stage, reference=c.reference
+                recipe=c.recipe_path,
+                params=c.params,
+                parent=c.parent,
+                stage=c.stage,
+                reference=c.reference,
+                inputs=c.inputs,
             )
             for c in self.candidates.values()
         }
@@ -203,12 +214,14 @@ class Sweep:
             self.search_summary = strategy.summary()
             for trial in self.journal.trials():  # told before a resume, so never asked for again
                 self.candidates.setdefault(trial.candidate, self.points.at(trial.params))
-        for stage in range(1, max((len(c.refine) for c in self.candidates.values()), default=0) + 1):
-            ranked = [self.candidates[r.id] for r in self.standing().eligible()]
-            made = refine.children(ranked, stage)
-            self.add(made)
-            self.counted |= {c.id: self.items_of(c.parent) for c in made}  # each child on its parent's items
-            self.drive(Fixed([Goal(c.id, limit=self.counted[c.id]) for c in made]))
+        for n in range(1, max((len(c.refine) for c in self.candidates.values()), default=0) + 1):
+            ranked = [self.candidates[r.id] for r in self.standing().ranked() if not self.candidates[r.id].reference]
+            groups: dict[tuple[str, str], list] = {}  # (stage kind, recipe) -> the stage before's best first
+            for c in ranked:
+                if c.stage == n - 1 and len(c.refine) >= n:
+                    groups.setdefault((c.refine[n - 1].kind, c.recipe_path), []).append(c)
+            for kind in dict.fromkeys(k for k, _ in groups):
+                stages.get(kind).run(self, [g for (k, _), g in groups.items() if k == kind], n)
         if self.select.references:
             made = references.references(list(self.candidates.values()))
             self.add(made)
@@ -222,6 +235,18 @@ class Sweep:
         finish.prune(self.out, list(self.candidates), kept)
         finish.publish_best(self.journal, self.out, winner, self.counted.get(winner))
         return ranked
+
+    # what a stage may ask (`stages.Host`) --------------------------------------------------------
+    def score(self, made: list) -> None:
+        self.add(made)
+        self.counted |= {c.id: self.items_of(c.parent) for c in made}  # each child on its parent's items
+        self.drive(Fixed([Goal(c.id, limit=self.counted[c.id]) for c in made]))
+
+    def folder(self, cid: str) -> Path:
+        return self.planner.folder(cid) / "model"
+
+    def values(self, cid: str):
+        return self.journal.item_values(cid, "select", self.counted.get(cid), self.select.signal)
 
     def items_of(self, cid: str | None) -> int | None:
         """The selection items a later candidate is scored on: those `cid`'s rank counts (a refined child's parent),
