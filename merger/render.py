@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from merger.config.recipe import Candidate, input_models, output_layers
+from merger.config.refine import stage_points
 from merger.config.results import TrainRun
 from merger.config.train import LABELS
 from merger.publish.preflight import Check
@@ -61,14 +62,30 @@ def plan(console: Console, p: SweepPlan) -> None:
     if p.schedule is not None:
         console.print(schedule_table(p))
     items = f"{p.eval.limit} items per task" if p.eval.limit else "every item"
-    for recipe, refine in {c.recipe_path: c.refine for c in p.candidates if c.refine}.items():
-        chain = "".join(
-            f"; then stage {n}: the top {r.top} trained ({' -> '.join(s.kind for s in r.train)}) into {r.top} "
-            f"children, scored on {items}"
-            for n, r in enumerate(refine, 1)
-        )
+    for recipe in dict.fromkeys(c.recipe_path for c in p.candidates if c.refine):
+        own = [k for k, c in enumerate(p.candidates) if c.recipe_path == recipe]
+        size = max(p.disk[k] for k in own) / 1e9
+        made, chain = len(own), ""
+        for n, r in enumerate(p.candidates[own[0]].refine, 1):
+            refined = min(r.top, made)
+            if r.kind == "train":
+                made = refined
+                chain += f"; then stage {n}: the top {refined} trained ({' -> '.join(s.kind for s in r.train)}) into "
+                chain += f"{made} children ({made * size:.2f} GB on disk while they train)"
+            elif r.kind == "merge":
+                points = len(stage_points(r))
+                made = refined * points
+                chain += f"; then stage {n}: the top {refined} merged again ({r.merge.get('merge_method')}, {points} "
+                chain += f"point(s)) into up to {made} children, scored live, their inputs saved first"
+            else:
+                made = max(0, refined - 1)
+                chain += (
+                    f"; then stage {n}: a greedy soup of the top {refined}, up to {made} soups tried, scored live, "
+                )
+                chain += f"the ingredients saved first ({refined * size:.2f} GB)"
         console.print(
-            f"{Path(recipe).name}: its candidates{chain}; each child tested against its parent on the same items",
+            f"{Path(recipe).name}: its candidates{chain}; each child scored on its parent's items ({items}) and "
+            "tested against its parent",
             soft_wrap=True,
         )
 
