@@ -17,7 +17,9 @@ each task's items, as `eval.limit`), it replays:
   slices of min_items, eta times as many, ... up to the budget, stopping what is shown worse and ending once
   the leader is within delta of every other;
 - halving / metric and halving / prob: the sweep's budgeted successive halving (`strategy: halving`,
-  `select.budget` = the budget, no eval.limit), fed from the files, on the same schedule a sweep would run.
+  `select.budget` = the budget, no eval.limit), fed from the files, on the same schedule a sweep would run;
+- halving / metric+strata (with `--parents A,B`): the same, each rung and the pick ranked by the parent
+  post-stratified estimate (`sweep/strata.py`), the two parents' whole files read as cached (not counted).
 Ties everywhere follow the sweep's rule (`selection.order`: the gold choice's probability, then a hash of the seed).
 and prints, per strategy and budget: the item evaluations it made (share of every candidate on every item),
 P(regret <= delta) where regret is the whole-file score of the best minus that of the pick, the mean regret (points),
@@ -46,6 +48,7 @@ from merger.config.results import ItemRecord  # noqa: E402
 from merger.sweep import strategies  # noqa: E402
 from merger.sweep.racing import Racing, score  # noqa: E402
 from merger.sweep.selection import order  # noqa: E402
+from merger.sweep.strata import Strata  # noqa: E402
 
 
 def load(paths: list[Path]) -> tuple[dict, dict]:
@@ -102,9 +105,12 @@ def fixed(values: dict, prob: dict, orders: dict, limit: int, seed: int) -> tupl
     return ranking, sum(len(x) for v in scored.values() for x in v.values()), dict.fromkeys(values, limit)
 
 
-def replay(values: dict, prob: dict, orders: dict, limit: int | None, select: SelectSettings, sizes: dict, seed: int):
+def replay(
+    values: dict, prob: dict, orders: dict, limit: int | None, select: SelectSettings, sizes: dict, seed: int,
+    estimate=None,
+):  # fmt: skip
     """A sweep's strategy (racing, or budgeted halving), fed from the files: (ranking, item evaluations, items
-    counted per candidate)."""
+    counted per candidate). `estimate`: what ranks candidates instead of their mean (parent post-stratification)."""
     reached = dict.fromkeys(values, 0)
 
     def reader(source):
@@ -116,7 +122,7 @@ def replay(values: dict, prob: dict, orders: dict, limit: int | None, select: Se
 
     seen = reader(values)
     racing = Racing(select.metric, select.confidence, select.delta, len(values), lambda: sizes)
-    strategy = strategies.make(list(values), select, limit, seen, racing, reader(prob), seed)
+    strategy = strategies.make(list(values), select, limit, seen, racing, reader(prob), seed, estimate)
     while not strategy.finished():
         for goal in strategy.ask(1):
             reached[goal.cid] = goal.offset + goal.limit
@@ -125,7 +131,7 @@ def replay(values: dict, prob: dict, orders: dict, limit: int | None, select: Se
     scored = {c: seen(c, counted[c]) for c in values}
     ties = {c: reader(prob)(c, counted[c]) for c in values}
     items = sum(len(x) for v in scored.values() for x in v.values())
-    return order(scored, select.metric, ties, seed), items, counted
+    return order(scored, select.metric, ties, seed, estimate), items, counted
 
 
 def main() -> None:
@@ -138,6 +144,12 @@ def main() -> None:
     parser.add_argument("--eta", type=int, default=2)
     parser.add_argument("--min-items", type=int, default=None, help="racing's first slice (default: budget / eta^2)")
     parser.add_argument("--group", default="dpo", help="pairs with a candidate named like this, reported apart")
+    parser.add_argument(
+        "--parents",
+        default=None,
+        help="A,B: two candidates whose whole files stratify the items (halving + strata: parent post-stratification, "
+        "the parents' files cached, not counted)",
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
@@ -172,6 +184,12 @@ def main() -> None:
     )
 
     whole = len(truth) * sum(sizes.values())
+    strata = None
+    if args.parents:
+        a, b = args.parents.split(",")
+        if not {a, b} <= set(metric_values):
+            sys.exit(f"error: --parents: {args.parents}: both must be candidates of ITEMS")
+        strata = Strata.from_parents(metric_values[a], metric_values[b])
     rows = []
     for budget in [float(b) for b in args.budgets.split(",")]:
         limit = max(1, math.ceil(budget / 100 * min(sizes.values())))
@@ -184,12 +202,17 @@ def main() -> None:
         )
         halving = SelectSettings(strategy="halving", budget=budget / 100, eta=args.eta)
         runs = {(s, signal): [] for s in ("fixed", "race", "halving") for signal in ("metric", "prob")}
+        if strata is not None:
+            runs[("halving", "metric+strata")] = []
         for r in range(args.repeats):
             rng = np.random.default_rng(r)
             orders = {t: [ids[t][k] for k in rng.permutation(sizes[t])] for t in tasks}
             for (strategy, signal), found in runs.items():
                 values = metric_values if signal == "metric" else signal_values
-                if strategy == "fixed":
+                if signal == "metric+strata":
+                    estimate = lambda v: strata.score(v, "mean")  # noqa: E731
+                    found.append(replay(metric_values, signal_values, orders, None, halving, sizes, r, estimate))
+                elif strategy == "fixed":
                     found.append(fixed(values, signal_values, orders, limit, r))
                 elif strategy == "race":
                     found.append(replay(values, signal_values, orders, limit, select, sizes, r))

@@ -11,6 +11,7 @@ the tasks' headline metric (what is reported); the order, the gaps and the ties 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -65,16 +66,24 @@ def tiebreak(cid: str, seed: int) -> str:
     return hashlib.sha256(f"{seed}:{cid}".encode()).hexdigest()
 
 
-def order(values: dict[str, Values], metric: str, prob: dict[str, Values] | None = None, seed: int = 0) -> list[str]:
+def order(
+    values: dict[str, Values],
+    metric: str,
+    prob: dict[str, Values] | None = None,
+    seed: int = 0,
+    estimate: Callable[[Values], float] | None = None,
+) -> list[str]:
     """Best first: candidates scored on more items (those a race or a halving kept going) before the others, then
-    by score; ties by the mean gold-choice probability on the same items (`prob`, where known), then `tiebreak`."""
+    by score (or by `estimate`, a whole-file estimate from the items: `strata.Strata.score`); ties by the mean
+    gold-choice probability on the same items (`prob`, where known), then `tiebreak`."""
     prob = prob or {}
+    estimate = estimate or (lambda v: score(v, metric))
 
     def key(c: str):
         known = prob.get(c, {})
         same = {t: [known[t][i] for i in values[c][t] if i in known.get(t, {})] for t in tasks_of(values[c], metric)}
         p = np.mean([np.mean(x) for x in same.values() if x]) if any(same.values()) else 0.0
-        return (-sum(len(v) for v in values[c].values()), -score(values[c], metric), -p, tiebreak(c, seed))
+        return (-sum(len(v) for v in values[c].values()), -estimate(values[c]), -p, tiebreak(c, seed))
 
     return sorted(values, key=key)
 

@@ -14,6 +14,7 @@ from merger.flow.plan import Goal
 from merger.sweep.racing import Values
 
 ValuesOf = Callable[[str, int | None], Values]  # (candidate id, only the first n items of each task or all) -> values
+Estimate = Callable[[Values], float]  # a candidate's whole-file score estimated from its values (`strata.Strata`)
 
 
 def rungs(min_items: int | None, eta: int, limit: int) -> list[int]:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from merger.config.recipe import SelectSettings
 from merger.sweep.racing import Racing
 from merger.sweep.selection import order
-from merger.sweep.strategies.base import Goal, ValuesOf, slice_goal
+from merger.sweep.strategies.base import Estimate, Goal, ValuesOf, slice_goal
 
 
 @dataclass(frozen=True)
@@ -76,9 +76,10 @@ class Halving:
         cut: bool = True,
         prob: ValuesOf | None = None,
         seed: int = 0,
+        estimate: Estimate | None = None,
     ):
         self.eta, self.metric, self.values, self.racing, self.cut = select.eta, select.metric, values, racing, cut
-        self.prob, self.seed = prob, seed
+        self.prob, self.seed, self.estimate = prob, seed, estimate
         self.rungs = rungs
         self.alive = [list(ids)]  # alive[k]: the candidates decided into rung k
         self.reached: dict[str, set[int]] = {cid: set() for cid in ids}
@@ -121,7 +122,7 @@ class Halving:
     def _order(self, ids: list[str], below: int, values=None) -> list[str]:
         values = values or {cid: self.values(cid, below) for cid in ids}
         prob = {cid: self.prob(cid, below) for cid in ids} if self.prob is not None else None
-        return order(values, self.metric, prob, self.seed)
+        return order(values, self.metric, prob, self.seed, self.estimate)
 
     def tell(self, goal: Goal) -> None:
         self.reached[goal.cid].add(next(k for k in range(len(self.rungs)) if goal.offset + goal.limit == self.rungs[k]))
@@ -149,10 +150,13 @@ def make(
     racing: Racing,
     prob: ValuesOf | None = None,
     seed: int = 0,
+    estimate: Estimate | None = None,
 ) -> Halving:
-    """Halving on the budget's schedule; the task sizes come from the race's (`Racing.sizes`: the journal's)."""
+    """Halving on the budget's schedule; the task sizes come from the race's (`Racing.sizes`: the journal's).
+    `estimate`: what ranks the candidates at each rung instead of their mean (`strata.Strata`)."""
     found = schedule_for(len(ids), select, racing.sizes(), limit)
-    return Halving(ids, select, found.items, values, racing if select.race else None, prob=prob, seed=seed)
+    race = racing if select.race else None
+    return Halving(ids, select, found.items, values, race, prob=prob, seed=seed, estimate=estimate)
 
 
 def schedule_for(k: int, select: SelectSettings, sizes: dict[str, int], limit: int | None) -> Schedule:
