@@ -13,8 +13,13 @@ the metric on the items scored.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
+from merger.config.recipe import Candidate, EvalSettings, input_models
+from merger.core.hf import is_model_folder
+from merger.evaluate.cache import ItemCache, runtime
+from merger.evaluate.evaluator import Prepared, cached_whole_files
 from merger.sweep.racing import Values, tasks_of
 
 STRATA = 4
@@ -60,3 +65,36 @@ class Strata:
         """The post-stratified estimate of `racing.score`: each task's, averaged as the score averages them."""
         tasks = tasks_of(values, metric)
         return sum(self.task_score(t, values[t]) for t in tasks) / len(tasks)
+
+    def dump(self) -> dict:
+        return asdict(self)
+
+
+def parents_of(candidates: list[Candidate]) -> tuple[str, str] | None:
+    """The two local models every first-stage merge takes (a grid between two parents), else None."""
+    found = None
+    for c in candidates:
+        if c.stage or c.reference:
+            continue
+        models = frozenset(m for m in input_models(c.merge) if "+" not in m and is_model_folder(m))
+        if len(models) != 2 or c.upstream or found not in (None, models):
+            return None
+        found = models
+    return tuple(sorted(found)) if found else None
+
+
+def from_cache(candidates: list[Candidate], settings: EvalSettings, prepared: Prepared, device: str) -> Strata | None:
+    """The strata of a grid between two parents, when the per-item cache holds both parents' records on every item
+    of every task (scored once by `merger eval`, a reference row or an earlier sweep; never paid for here)."""
+    parents = parents_of(candidates)
+    if parents is None:
+        return None
+    cache = ItemCache()
+    try:
+        how = runtime(settings.backend, device)
+        files = [cached_whole_files(cache, cache.folder_model(Path(p), how), settings, prepared) for p in parents]
+    finally:
+        cache.close()
+    if any(f is None for f in files):
+        return None
+    return Strata.from_parents(*files)
