@@ -49,6 +49,7 @@ from merger.sweep import strategies  # noqa: E402
 from merger.sweep.racing import Racing, score  # noqa: E402
 from merger.sweep.selection import order  # noqa: E402
 from merger.sweep.strata import Strata  # noqa: E402
+from merger.sweep.strategies.base import Scores  # noqa: E402
 
 
 def load(paths: list[Path]) -> tuple[dict, dict]:
@@ -122,7 +123,7 @@ def replay(
 
     seen = reader(values)
     racing = Racing(select.metric, select.confidence, select.delta, len(values), lambda: sizes)
-    strategy = strategies.make(list(values), select, limit, seen, racing, reader(prob), seed, estimate)
+    strategy = strategies.make(list(values), select, limit, Scores(seen, reader(prob), seed, estimate), racing)
     while not strategy.finished():
         for goal in strategy.ask(1):
             reached[goal.cid] = goal.offset + goal.limit

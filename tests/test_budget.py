@@ -12,6 +12,7 @@ from merger.sweep import strategies
 from merger.sweep.racing import Racing, score
 from merger.sweep.selection import order, paired_interval, tiebreak
 from merger.sweep.sequential import confidence_sequence
+from merger.sweep.strategies.base import Scores
 from merger.sweep.strategies.halving import cost, schedule
 
 
@@ -98,7 +99,9 @@ def test_budgeted_halving_follows_its_schedule():
 
     select = SelectSettings(strategy="halving")
     plan = schedule(k, select.budget, n, n)
-    strategy = strategies.make(list(scores), select, None, values, Racing("mean", 0.95, 1.0, k, lambda: {"task": n}))
+    strategy = strategies.make(
+        list(scores), select, None, Scores(values), Racing("mean", 0.95, 1.0, k, lambda: {"task": n})
+    )
     spent = 0
     while not strategy.finished():
         for goal in strategy.ask(1):

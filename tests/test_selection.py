@@ -13,6 +13,7 @@ from merger.sweep import strategies
 from merger.sweep.racing import Racing, racing_for, score
 from merger.sweep.selection import confidence_interval, rank
 from merger.sweep.sequential import confidence_sequence
+from merger.sweep.strategies.base import Scores
 
 
 def bernoulli(p: float, n: int, seed: int, task: str = "t") -> dict[str, dict[str, float]]:
@@ -70,7 +71,7 @@ def race(truths: list[float], agree: float, n: int, seed: int, select: SelectSet
         m = min(reached[cid], below if below is not None else n)
         return {"t": {f"{i:04d}": float(items[cid][i]) for i in range(m)}} if m else {}
 
-    strategy = strategies.make(list(items), select, n, values, racing_for(select, len(items)))
+    strategy = strategies.make(list(items), select, n, Scores(values), racing_for(select, len(items)))
     while not strategy.finished():
         for goal in strategy.ask(1):
             reached[goal.cid] = goal.offset + goal.limit

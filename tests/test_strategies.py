@@ -8,6 +8,7 @@ import pytest
 from merger.config.recipe import SelectSettings
 from merger.sweep import strategies
 from merger.sweep.racing import racing_for
+from merger.sweep.strategies.base import Scores
 
 
 def simulate(scores: dict[str, list[float]], select: SelectSettings, limit: int, workers: int, seed: int):
@@ -19,7 +20,7 @@ def simulate(scores: dict[str, list[float]], select: SelectSettings, limit: int,
         return {"task": {f"{i:03d}": scores[cid][i] for i in range(n)}} if n else {}
 
     racing = racing_for(select, len(scores), lambda: {"task": limit})
-    strategy = strategies.make(list(scores), select, limit, values, racing)
+    strategy = strategies.make(list(scores), select, limit, Scores(values), racing)
     rng, pending, running, speculative = random.Random(seed), [], [], 0
     while True:
         pending += strategy.ask(workers - len(running) - len(pending))
@@ -55,7 +56,7 @@ def test_idle_workers_promote_early():
     scored = {"a": 1.0, "b": 0.0}
     values = lambda cid, below: {"t": {str(i): scored[cid] for i in range(8)}} if cid in scored else {}  # noqa: E731
     select = SelectSettings(strategy="halving", budget=0.75)  # 4 x 16 x 0.75 = 48 = 3 L at L = 16: rungs 8, 16
-    strategy = strategies.make(list("abcd"), select, 16, values, racing_for(select, 4, lambda: {"t": 16}))
+    strategy = strategies.make(list("abcd"), select, 16, Scores(values), racing_for(select, 4, lambda: {"t": 16}))
     first = strategy.ask(4)
     assert [(g.cid, g.offset, g.limit) for g in first] == [(c, 0, 8) for c in "abcd"]
     assert strategy.ask(1) == [], "busy workers: nothing early"
@@ -67,7 +68,7 @@ def test_idle_workers_promote_early():
 
 def test_grid_asks_for_everything_once():
     select = SelectSettings()
-    strategy = strategies.make(["a", "b"], select, 10, lambda cid, below: {}, racing_for(select, 2))
+    strategy = strategies.make(["a", "b"], select, 10, Scores(lambda cid, below: {}), racing_for(select, 2))
     goals = strategy.ask(0)
     assert [(g.cid, g.offset, g.limit) for g in goals] == [("a", 0, 10), ("b", 0, 10)] and strategy.ask(5) == []
     for g in goals:

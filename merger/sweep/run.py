@@ -31,7 +31,7 @@ from merger.sweep.selection import Ranked
 from merger.sweep.stages import references
 from merger.sweep.standing import RACE, STRATA, Standing
 from merger.sweep.strategies import search
-from merger.sweep.strategies.base import Fixed, Strategy
+from merger.sweep.strategies.base import Fixed, Scores, Strategy
 
 console = Console(stderr=True)
 LEASES = 2  # times a step whose worker died is leased again before the sweep stops with the last reason
@@ -195,7 +195,8 @@ class Sweep:
         if self.search is None:
             ids, limit, seed = list(self.candidates), self.eval.limit, self.eval.seed
             try:
-                return strategies.make(ids, self.select, limit, values, racing, prob, seed, self.standing().estimate())
+                scores = Scores(values, prob, seed, self.standing().estimate())
+                return strategies.make(ids, self.select, limit, scores, racing)
             except ValueError as exc:
                 raise UserError.one(self.recipe, "select.budget", str(exc)) from None
         return search.Search(

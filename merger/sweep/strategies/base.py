@@ -8,6 +8,7 @@ sweep replays every decision from what was recorded.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from merger.flow.plan import Goal
@@ -15,6 +16,18 @@ from merger.sweep.racing import Values
 
 ValuesOf = Callable[[str, int | None], Values]  # (candidate id, only the first n items of each task or all) -> values
 Estimate = Callable[[Values], float]  # a candidate's whole-file score estimated from its values (`strata.Strata`)
+
+
+@dataclass(frozen=True)
+class Scores:
+    """What a strategy reads to rank candidates, in one object: the deciding values; the gold-choice probabilities
+    and the eval seed that break ties (`selection.order`); a whole-file estimate that ranks them instead of their
+    mean (`strata.Strata`), when the sweep has one."""
+
+    values: ValuesOf
+    prob: ValuesOf | None = None
+    seed: int = 0
+    estimate: Estimate | None = None
 
 
 def rungs(min_items: int | None, eta: int, limit: int) -> list[int]:

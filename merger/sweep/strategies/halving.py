@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from merger.config.recipe import SelectSettings
 from merger.sweep.racing import Racing
 from merger.sweep.selection import order
-from merger.sweep.strategies.base import Estimate, Goal, ValuesOf, slice_goal
+from merger.sweep.strategies.base import Goal, Scores, slice_goal
 
 
 @dataclass(frozen=True)
@@ -71,15 +71,11 @@ class Halving:
         ids: list[str],
         select: SelectSettings,
         rungs: list[int],
-        values: ValuesOf,
+        scores: Scores,
         racing: Racing | None,
         cut: bool = True,
-        prob: ValuesOf | None = None,
-        seed: int = 0,
-        estimate: Estimate | None = None,
     ):
-        self.eta, self.metric, self.values, self.racing, self.cut = select.eta, select.metric, values, racing, cut
-        self.prob, self.seed, self.estimate = prob, seed, estimate
+        self.eta, self.metric, self.scores, self.racing, self.cut = select.eta, select.metric, scores, racing, cut
         self.rungs = rungs
         self.alive = [list(ids)]  # alive[k]: the candidates decided into rung k
         self.reached: dict[str, set[int]] = {cid: set() for cid in ids}
@@ -109,7 +105,7 @@ class Halving:
 
     def _decide(self, k: int) -> None:
         """Rung k is scored: who goes on to rung k + 1, or the race is settled here."""
-        values = {cid: self.values(cid, self.rungs[k]) for cid in self.alive[k]}
+        values = {cid: self.scores.values(cid, self.rungs[k]) for cid in self.alive[k]}
         going = self._order(self.alive[k], self.rungs[k], values)
         if self.racing is not None:
             verdict = self.racing.look(values)
@@ -120,9 +116,10 @@ class Halving:
         self.alive.append(going[: self._keep(self.alive[k])])
 
     def _order(self, ids: list[str], below: int, values=None) -> list[str]:
-        values = values or {cid: self.values(cid, below) for cid in ids}
-        prob = {cid: self.prob(cid, below) for cid in ids} if self.prob is not None else None
-        return order(values, self.metric, prob, self.seed, self.estimate)
+        s = self.scores
+        values = values or {cid: s.values(cid, below) for cid in ids}
+        prob = {cid: s.prob(cid, below) for cid in ids} if s.prob is not None else None
+        return order(values, self.metric, prob, s.seed, s.estimate)
 
     def tell(self, goal: Goal) -> None:
         self.reached[goal.cid].add(next(k for k in range(len(self.rungs)) if goal.offset + goal.limit == self.rungs[k]))
@@ -142,21 +139,10 @@ class Halving:
         return counted
 
 
-def make(
-    ids: list[str],
-    select: SelectSettings,
-    limit: int | None,
-    values: ValuesOf,
-    racing: Racing,
-    prob: ValuesOf | None = None,
-    seed: int = 0,
-    estimate: Estimate | None = None,
-) -> Halving:
-    """Halving on the budget's schedule; the task sizes come from the race's (`Racing.sizes`: the journal's).
-    `estimate`: what ranks the candidates at each rung instead of their mean (`strata.Strata`)."""
+def make(ids: list[str], select: SelectSettings, limit: int | None, scores: Scores, racing: Racing) -> Halving:
+    """Halving on the budget's schedule; the task sizes come from the race's (`Racing.sizes`: the journal's)."""
     found = schedule_for(len(ids), select, racing.sizes(), limit)
-    race = racing if select.race else None
-    return Halving(ids, select, found.items, values, race, prob=prob, seed=seed, estimate=estimate)
+    return Halving(ids, select, found.items, scores, racing if select.race else None)
 
 
 def schedule_for(k: int, select: SelectSettings, sizes: dict[str, int], limit: int | None) -> Schedule:
