@@ -4,10 +4,14 @@
 # task, then replayed by scripts/bench_selection.py.
 #
 #   bash scripts/selection_study.sh [OUT] [TASK ...]      # default: study-out, arc_challenge hellaswag
+#   SET=methods bash scripts/selection_study.sh [OUT] [TASK ...]   # the second set (below), default: hellaswag
 #
 # Candidates: the model; its DPO-refined sibling (as scripts/demo.sh makes it); SLERPs between the two at t 0.25,
 # 0.5 and 0.75; four noisy copies (Gaussian noise of 2%, 4%, 8% and 16% of each tensor's std); a depth up-scale to 32
 # layers (overlap 14); and a second DPO refinement on UltraFeedback pairs. Idempotent: what exists is not redone.
+# SET=methods: a sibling set of other merge methods over the same three models (the model and its two DPO
+# siblings): TIES at densities 0.3/0.6/0.9, task arithmetic at weights 0.3/0.6/1.0, DARE-TIES 0.5, linear thirds,
+# model_stock, and a SLERP between the two DPO siblings; item files under OUT/items-methods.
 # About 3 minutes per candidate and task on 2 CPU cores (0-shot; Winogrande and ARC sit near chance for a 135M
 # model, HellaSwag does not).
 set -euo pipefail
@@ -61,6 +65,40 @@ save_file(w, f"{tmp}/model.safetensors", metadata={"format": "pt"})
 shutil.move(tmp, out)
 EOF
 done
+if [ "${SET:-}" = methods ]; then
+  [ $# -gt 0 ] || TASKS=(hellaswag)
+  DPO=$PWD/models/smollm2-135m-instruct-dpo UF=$PWD/$M/dpo-ultrafeedback
+  three() {  # a mergekit config over the model and its two DPO siblings: method, then each model's parameters
+    printf 'merge_method: %s\nbase_model: %s\ndtype: float32\nmodels:\n' "$1" "$PWD/$BASE"
+    printf '  - model: %s\n' "$PWD/$BASE"
+    printf '  - {model: %s, parameters: %s}\n' "$DPO" "$2" "$UF" "$2"
+  }
+  declare -A RECIPE=(
+    [ties-0.3]="$(three ties '{density: 0.3, weight: 0.5}')" [ties-0.6]="$(three ties '{density: 0.6, weight: 0.5}')"
+    [ties-0.9]="$(three ties '{density: 0.9, weight: 0.5}')" [ta-0.3]="$(three task_arithmetic '{weight: 0.3}')"
+    [ta-0.6]="$(three task_arithmetic '{weight: 0.6}')" [ta-1.0]="$(three task_arithmetic '{weight: 1.0}')"
+    [dare-0.5]="$(three dare_ties '{density: 0.5, weight: 0.5}')" [linear]="$(three linear '{weight: 1.0}' | sed 's|^  - model: \(.*\)$|  - {model: \1, parameters: {weight: 1.0}}|')"
+    [model-stock]="$(three model_stock '{}')"
+    [slerp-dpos]="$(printf 'merge_method: slerp\nbase_model: %s\ndtype: float32\nparameters: {t: 0.5}\nslices:\n  - sources:\n      - {model: %s, layer_range: [0, 30]}\n      - {model: %s, layer_range: [0, 30]}\n' "$DPO" "$DPO" "$UF")"
+  )
+  for name in "${!RECIPE[@]}"; do
+    [ -d "$M/$name" ] && continue
+    printf '%s\n' "${RECIPE[$name]}" >"$OUT/recipes/$name.yaml"
+    $merger merge "$OUT/recipes/$name.yaml" --out "$M/$name"
+  done
+  for task in "${TASKS[@]}"; do
+    mkdir -p "$OUT/items-methods/$task"
+    for name in $(printf '%s\n' "${!RECIPE[@]}" | sort); do
+      file=$OUT/items-methods/$task/$name.jsonl
+      [ -s "$file" ] && continue
+      echo "scoring $name on every item of $task"
+      $merger eval "$M/$name" --tasks "$task" --num-fewshot 0 --data-dir "$DATA" --device cpu \
+        --items "$file.tmp" >/dev/null && mv "$file.tmp" "$file"
+    done
+  done
+  echo "items in $OUT/items-methods; replay: $PY scripts/bench_selection.py $OUT/items-methods/*/ --delta 1"
+  exit 0
+fi
 declare -A FOLDER=([base]=$BASE [dpo-arith]=models/smollm2-135m-instruct-dpo)
 for m in dpo-ultrafeedback slerp-0.25 slerp-0.5 slerp-0.75 dus-32 noise-2 noise-4 noise-8 noise-16; do FOLDER[$m]=$M/$m; done
 for task in "${TASKS[@]}"; do
