@@ -35,6 +35,8 @@ class Recorder:
         self.queue: list[steps.Step] = []
 
     def submit(self, step):
+        missing = [f for f in step.needs() if not (Path(f) / "config.json").exists()]
+        assert not missing, f"{step.kind} of {step.journal_id} leased before {missing} was made"
         self.leased.append(step)
         self.queue.append(step)
 
@@ -93,6 +95,39 @@ def test_a_trained_candidate_is_merged_trained_then_scored_from_disk(tiny_models
     assert leased[1].source == own / "merged" and leased[1].folder == own / "model"
     assert leased[2].folder == own / "model" and not leased[2].digest
     assert not (own / "merged").exists(), "a training step's own input goes once the journal has its output"
+
+
+def test_a_merged_child_waits_for_its_inputs_saved_and_two_children_save_a_shared_input_once(tiny_models, tmp_path):
+    """Stage 1 merges the stage before's best (in memory, never saved) with c at two t: the input is saved once,
+    checked against the digest it was scored with, before either child is merged (and scored live)."""
+    from merger.config.refine import merged_child
+
+    data = slerp_recipe(tiny_models["a"], tiny_models["b"], 4, [0.3], eval={"limit": 8})
+    stage = {"merge_method": "slerp", "base_model": "@candidate", "dtype": "float32", "parameters": {"t": 0.5}}
+    stage["slices"] = [
+        {"sources": [{"model": m, "layer_range": [0, 4]} for m in ("@candidate", str(tiny_models["c"]))]}
+    ]
+    data["refine"] = [{"top": 1, "merge": stage, "sweep": {"merge.parameters.t": [0.2, 0.8]}}]
+    recipe = write(tmp_path / "r.yaml", data)
+    [c] = expand(recipe)
+    out = tmp_path / "out"
+    folder = lambda cid: out / "candidates" / cid / "model"  # noqa: E731
+    children = [merged_child(c, 1, {"merge.parameters.t": t}, [c], folder) for t in (0.2, 0.8)]
+
+    def goals(sweep):
+        for child in children:
+            sweep.add([child])
+        return [Goal(c.id, limit=8), *(Goal(child.id, limit=8) for child in children)]
+
+    _, leased = recorded([recipe], out, goals)
+    assert [(s.kind, s.journal_id) for s in leased] == [
+        ("score", c.id),
+        ("save", c.id),
+        ("score", children[0].id),
+        ("score", children[1].id),
+    ]
+    assert leased[1].scored == "f" * 64 and leased[2].folder is None and leased[2].needs() == [folder(c.id)]
+    assert children[0].id != children[1].id and children[0].inputs == [c.id] == children[1].inputs
 
 
 def test_a_backend_that_reads_folders_gets_a_save_first(tiny_models, tmp_path):

@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from pydantic import BaseModel
 
-from merger.config.recipe import Candidate
+from merger.config.recipe import Candidate, input_models
 from merger.config.results import ItemRow
 from merger.core.device import release
+from merger.core.errors import UserError
+from merger.core.hf import is_model_folder, model_path
 
 if TYPE_CHECKING:
     from merger.flow.workspace import Workspace
@@ -63,6 +65,18 @@ class Step:
         """How the dry run names it."""
         return self.kind
 
+    def needs(self) -> list[Path]:
+        """The folders earlier steps make that this one reads: the candidate's named merges and the earlier
+        candidates it merges (a kind that reads another folder says so). The planner leases a step only once they
+        are there, and `perform` refuses one whose folder is gone, in one line."""
+        c = self.candidate
+        made = [Path(named.path) for named in c.upstream]
+        for ref in input_models(c.merge):
+            folder = Path(model_path(ref))
+            if folder.name == "model" and folder.parent.name in c.inputs:
+                made.append(folder)
+        return made
+
     def run(self, workspace: Workspace) -> Outcome:
         raise NotImplementedError
 
@@ -77,6 +91,11 @@ def perform(step: Step, workspace: Workspace) -> Outcome:
     """Do a step, on whatever process or machine it was sent to, with that worker's workspace; the work it did is
     counted in its outcome. GPU memory not kept by the workspace is given back when it ends (a trainer's reference
     cycles would otherwise keep it from the next step)."""
+    missing = [folder for folder in step.needs() if not is_model_folder(folder)]
+    if missing:
+        raise UserError.one(
+            str(missing[0]), f"{step.journal_id} {step.stage}", "not there (deleted?); run the sweep again to remake it"
+        )
     before = workspace.snapshot()
     try:
         if step.makes_weights:

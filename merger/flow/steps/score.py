@@ -32,6 +32,9 @@ class Score(Step):
     def label(self) -> str:
         return "merge (in memory) -> eval" if self.folder is None else "eval"
 
+    def needs(self) -> list[Path]:
+        return [self.folder] if self.folder is not None else super().needs()
+
     def run(self, workspace) -> Outcome:
         settings, store = self.candidate.eval, workspace.items
         how = runtime(settings.backend, workspace.options.device) if store is not None else ""

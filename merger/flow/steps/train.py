@@ -23,6 +23,9 @@ class Train(Step):
     def label(self) -> str:
         return self.candidate.train[self.step].kind
 
+    def needs(self) -> list[Path]:
+        return [self.source]
+
     def run(self, workspace) -> Outcome:
         step = self.candidate.train[self.step]
         run = train_model(
