@@ -1,6 +1,7 @@
 """Budgeted successive halving and the intervals a ranking prints, on synthetic values with known answers: the
 schedule's cost and maximality, the gap's bounds weighting tasks as the score does, one-sided bounds, ties."""
 
+import json
 import math
 import random
 
@@ -112,3 +113,52 @@ def test_budgeted_halving_follows_its_schedule():
     assert sorted(counted.values(), reverse=True)[:2] == [plan.items[-1]] * 2
     assert [sum(v >= m for v in counted.values()) for m in plan.items] == plan.survivors
     assert spent == plan.cost <= select.budget * k * n
+
+
+@pytest.mark.slow
+def test_a_sweeps_pick_is_what_a_replay_of_its_journal_picks(tiny_models, tmp_path):
+    """Budgeted halving in a sweep, then the same strategy replayed offline from the items the journal recorded (as
+    bench_selection replays files): the same survivors at every rung, the same pick, the same items counted."""
+    from test_sweep import runner, slerp_recipe, write
+
+    from merger.cli import app
+    from merger.sweep.journal import Journal
+    from merger.sweep.racing import racing_for
+
+    recipe = slerp_recipe(
+        tiny_models["a"], tiny_models["b"], 4, [0.1, 0.3, 0.5, 0.7, 0.9],
+        eval={"tasks": ["merger_arithmetic"], "num_fewshot": 0}, select={"strategy": "halving"},
+    )  # fmt: skip
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app, ["sweep", str(write(tmp_path / "r.yaml", recipe)), "--out", str(out), "--device", "cpu"]
+    )
+    assert result.exit_code == 0, result.output + result.stderr
+    decision = json.loads((out / "sweep.json").read_text())["decision"]
+    rows = {r["id"]: r for r in json.loads((out / "leaderboard.json").read_text())}
+    journal = Journal(out)
+    try:
+        reached = dict.fromkeys(rows, 0)
+
+        def read(signal):
+            def values(cid, below):
+                return journal.item_values(cid, "select", min(reached[cid], below or 10**9), signal)
+
+            return values
+
+        select = SelectSettings(strategy="halving")
+        racing = racing_for(select, len(rows), journal.task_sizes)
+        strategy = strategies.make(list(rows), select, None, Scores(read("metric"), read("auto"), 1234), racing)
+        while not strategy.finished():
+            for goal in strategy.ask(1):
+                reached[goal.cid] = goal.offset + goal.limit
+                strategy.tell(goal)
+        counted = strategy.counted()
+        final = {cid: read("metric")(cid, counted[cid]) for cid in rows}
+        ties = {cid: read("auto")(cid, counted[cid]) for cid in rows}
+        assert order(final, "mean", ties, 1234)[0] == decision["winner"]
+        assert {cid: sum(len(v) for v in final[cid].values()) for cid in rows} == {
+            c: r["n_items"] for c, r in rows.items()
+        }
+    finally:
+        journal.close()
