@@ -93,10 +93,12 @@ def plan(console: Console, p: SweepPlan) -> None:
 def schedule_table(p: SweepPlan) -> Table:
     """Halving's rungs: who is scored on how many items, and what share of the budget each spends."""
     s, sizes = p.schedule, p.sizes
-    whole = s.survivors[0] * min(sizes.values())
+    items = min(min(sizes.values()), p.eval.limit or max(sizes.values()))
+    whole = s.survivors[0] * items
+    which = "eval.limit" if p.eval.limit and p.eval.limit < min(sizes.values()) else "the smallest task"
     table = Table(
-        title=f"halving within {p.select.budget:.0%} of {s.survivors[0]} candidates x {min(sizes.values()):,} items "
-        f"(the smallest task; {', '.join(f'{t} {n:,}' for t, n in sizes.items())})"
+        title=f"halving within {p.select.budget:.0%} of {s.survivors[0]} candidates x {items:,} items "
+        f"({which}; {', '.join(f'{t} {n:,}' for t, n in sizes.items())})"
     )
     for column in ("rung", "candidates", "items per task", "new item evaluations per task", "share of the budget"):
         table.add_column(column, justify="right")
