@@ -356,11 +356,6 @@ class LeaderboardRow(BaseModel):
         None, description="A refined child's parent (the candidate it trained further, or a merged child's best input)."
     )
     inputs: list[str] = Field(default_factory=list, description="A merged child's inputs (earlier candidates), by id.")
-    estimate: float | None = Field(
-        None,
-        description="The whole-file estimate the decision ranked it by (parent post-stratification, when the sweep "
-        "had both parents' whole files cached); the score is still the metric on the items scored.",
-    )
     vs_parent: tuple[float, float] | None = Field(
         None,
         description="A child's anytime-valid bounds on its signal score minus its parent's, on the items both have, "

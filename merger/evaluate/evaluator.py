@@ -342,26 +342,6 @@ def evaluate(
     return report
 
 
-def cached_whole_files(
-    cache: ItemCache, model: Scored, settings: EvalSettings, prepared: Prepared
-) -> dict[str, dict[str, float]] | None:
-    """{task: {item id: headline value}} of a model on every item of every task, as the per-item cache holds them,
-    item ids as a sweep's journal names them; None unless the cache holds them all."""
-    found: dict[str, dict[str, float]] = {}
-    with mirrored(prepared.root):
-        loaded = prepared.tasks()
-        for name in prepared.names:
-            tasks = loaded[name]
-            if not all(map(cacheable, tasks.values())):
-                return None
-            pairs = [(leaf, i) for leaf, task in tasks.items() for i in range(len(task.eval_docs))]
-            records = _cached(cache, model, task_key(name, tasks, settings), name, tasks, pairs)
-            if len(records) < len(pairs):
-                return None
-            found[name] = {r.id: r.metrics[r.primary] for r in records.values() if r.primary in r.metrics}
-    return found
-
-
 def evaluate_folder(
     model_dir: Path,
     settings: EvalSettings,

@@ -57,7 +57,6 @@ def entries(journal: Journal, meta: SweepMeta) -> list[LeaderboardRow]:
                 tied_with_best=r.tied_with_best,
                 tasks=r.tasks,
                 n_items=r.n_items,
-                estimate=r.estimate,
                 reported=reported,
             )
         )
@@ -83,7 +82,6 @@ def decide(journal: Journal, meta: SweepMeta) -> Decision | None:
     files = journal.task_sizes()
     per_task = [min(meta.eval.limit or n, n) for n in files.values()] or [meta.eval.limit or 0] * tasks
     rule = "search" if meta.search else meta.select.strategy + (" + race" if meta.select.race else "")
-    rule += " on the parents' strata" if ranks.estimate() is not None else ""
     runner = ranked[1] if len(ranked) > 1 else None
     return Decision(
         winner=ranked[0].id,
@@ -167,9 +165,6 @@ def table(rows: list[LeaderboardRow], metric: str, search: SearchSummary | None 
     t.add_column("95% CI", no_wrap=True)
     t.add_column("tied", no_wrap=True)
     t.add_column("n", justify="right", no_wrap=True)
-    estimated = any(r.estimate is not None for r in rows)
-    if estimated:
-        t.add_column("est.", justify="right", no_wrap=True)  # the whole-file estimate the decision ranked by
     tasks = sorted({task for r in rows for task in r.tasks})
     for task in tasks:
         t.add_column(task if len(tasks) == 1 else task[:9], justify="right", no_wrap=True)
@@ -183,7 +178,6 @@ def table(rows: list[LeaderboardRow], metric: str, search: SearchSummary | None 
             f"{r.ci[0]:.2f}-{r.ci[1]:.2f}",
             _standing(r, best),
             str(r.n_items),
-            *([f"{r.estimate:.3f}" if r.estimate is not None else "-"] if estimated else []),
             *(f"{r.tasks[k]:.3f}" if k in r.tasks else "-" for k in tasks),
         )
     return t
@@ -241,15 +235,6 @@ def markdown(
                 if any(r.reference for r in rows)
                 else ""
             ),
-        ]
-    if any(r.estimate is not None for r in rows):
-        lines += [
-            "",
-            "Decided on the parents' strata: each candidate ranked by sum_h W_h mean_h, the strata h the four "
-            "agreement patterns of the two parents on an item, W_h their shares of the parents' whole files (cached, "
-            "not counted in the budget). Whole-file estimates: "
-            + ", ".join(f"{r.id} {r.estimate:.4f}" for r in rows if r.estimate is not None)
-            + ".",
         ]
     reported = next((r for r in rows if r.reported), None)
     if reported:

@@ -23,13 +23,13 @@ from merger.evaluate.evaluator import Prepared
 from merger.flow.options import RunOptions
 from merger.flow.plan import Goal, Planner
 from merger.flow.steps import Step
-from merger.sweep import executors, finish, stages, strata, strategies
+from merger.sweep import executors, finish, stages, strategies
 from merger.sweep.executors.base import Finished, Lost
 from merger.sweep.journal import SIZES, Journal
 from merger.sweep.plan import SweepPlan, plan_sweep
 from merger.sweep.selection import Ranked
 from merger.sweep.stages import references
-from merger.sweep.standing import RACE, STRATA, Standing
+from merger.sweep.standing import RACE, Standing
 from merger.sweep.strategies import search
 from merger.sweep.strategies.base import Fixed, Scores, Strategy
 
@@ -81,11 +81,6 @@ class Sweep:
             self.journal.set_meta(SIZES, prepared.sizes())
             where = "local" if workspace is not None else "driver"  # Ray's driver builds them once for the sizes
             self.journal.count_work("", "task-sizes", where, time.time() - started, {"task_builds": 1})
-            if self.search is None and self.journal.meta(STRATA) is None:  # decided once, when the sweep opens
-                found = (
-                    strata.from_cache(plan.candidates, self.eval, prepared, options.device) if options.cache else None
-                )
-                self.journal.set_meta(STRATA, found.dump() if found is not None else {})
         if self.journal.meta(RACE) is None:  # the race's pairs: the candidates it starts with, fixed now
             first_stage = [c for c in plan.candidates if c.stage == 0 and not c.reference]
             self.journal.set_meta(RACE, self.search.trials if self.search is not None else len(first_stage))
@@ -195,8 +190,7 @@ class Sweep:
         if self.search is None:
             ids, limit, seed = list(self.candidates), self.eval.limit, self.eval.seed
             try:
-                scores = Scores(values, prob, seed, self.standing().estimate())
-                return strategies.make(ids, self.select, limit, scores, racing)
+                return strategies.make(ids, self.select, limit, Scores(values, prob, seed), racing)
             except ValueError as exc:
                 raise UserError.one(self.recipe, "select.budget", str(exc)) from None
         return search.Search(

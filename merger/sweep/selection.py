@@ -44,7 +44,6 @@ class Ranked:
     tied_with_best: bool  # not shown worse than the best (the paired interval reaches 0)
     tasks: dict[str, float]
     n_items: int
-    estimate: float | None = None  # the whole-file estimate that ranked it (parent post-stratification), if any
 
 
 def paired_interval(a: Values, b: Values, metric: str, level: float = 1 - ALPHA, seed: int = 0) -> tuple[float, float]:
@@ -96,12 +95,11 @@ def rank(
     racing: Racing | None = None,
     prob: dict[str, Values] | None = None,
     seed: int = 0,
-    estimate: Callable[[Values], float] | None = None,
 ) -> list[Ranked]:
     """`values`: the headline metric's items; `decided`: the deciding signal's (default: the same); `prob`: the
-    gold-choice probabilities that break ties; `estimate`: what orders them instead of the deciding signal's mean."""
+    gold-choice probabilities that break ties."""
     decided = decided if decided is not None else values
-    ids = order(decided, metric, prob, seed, estimate)
+    ids = order(decided, metric, prob, seed)
     level = racing.confidence if racing is not None else 1 - ALPHA
     ranked = []
     for cid in ids:
@@ -117,7 +115,6 @@ def rank(
                 tied_with_best=gap[1] >= 0,
                 tasks={t: sum(x.values()) / len(x) for t, x in v.items()},
                 n_items=sum(len(x) for x in v.values()),
-                estimate=estimate(decided[cid]) if estimate is not None else None,
             )
         )
     return ranked

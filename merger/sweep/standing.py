@@ -11,11 +11,8 @@ from merger.config.results import SweepCandidate
 from merger.sweep.journal import Journal
 from merger.sweep.racing import Racing, Values, racing_for
 from merger.sweep.selection import Ranked, never_kept, rank, versus_parents
-from merger.sweep.strata import Strata
-from merger.sweep.strategies.base import Estimate
 
 RACE = "race_candidates"  # the journal meta key holding the race's candidate count
-STRATA = "strata"  # the journal meta key holding the parents' strata a halving sweep decides by ({} when none)
 
 
 @dataclass
@@ -34,20 +31,10 @@ class Standing:
         found = {cid: self.journal.item_values(cid, "select", self.counted.get(cid), signal) for cid in self.candidates}
         return {cid: v for cid, v in found.items() if v}
 
-    def estimate(self) -> Estimate | None:
-        """The parent post-stratified estimate the sweep decided by, when it opened with both parents' whole files in
-        the per-item cache (`strata.py`, journaled then)."""
-        found = self.journal.meta(STRATA)
-        if not found:
-            return None
-        strata = Strata(**found)
-        return lambda values: strata.score(values, self.select.metric)
-
     def ranked(self, decided: dict[str, Values] | None = None) -> list[Ranked]:
         """`decided`: the values by the deciding signal, when the caller has read them already."""
         decided = self.values(self.select.signal) if decided is None else decided
-        ties, metric = self.values("auto"), self.select.metric
-        return rank(self.values(), metric, decided, self.racing(), ties, self.seed, self.estimate())
+        return rank(self.values(), self.select.metric, decided, self.racing(), self.values("auto"), self.seed)
 
     def parents(self) -> dict[str, str]:
         return {cid: c.parent for cid, c in self.candidates.items() if c.parent}
