@@ -8,7 +8,8 @@ to disk, then lm-eval on the same items), in one run; with the work each sweep r
 
 `--json FILE` writes, per pipeline: `per_candidate_s`, `items_fraction` (item evaluations over the every-item
 sweep's), `merges_per_candidate`, `task_builds`, `input_bytes_read` (and `input_bytes` for scale: the inputs'
-size), `scoring_s` and `overhead_s` per candidate (time inside the forward passes, and everything else). With
+size), `scoring_s` and `overhead_s` per candidate (time inside the forward passes, and everything else, in
+worker-seconds: the wall time per candidate times the workers, less the forward passes). With
 `--executor ray` the merger sweeps run on Ray workers. The second model is a lightly perturbed copy of SmolLM2 (a
 stand-in for a sibling fine-tune; `--noise 0.05` makes one clearly worse, so racing has something to stop).
 """
@@ -212,8 +213,8 @@ def main() -> None:
     for row in figures.values():
         row["items_fraction"] = row["items"] / figures["every item"]["items"]
         row["input_bytes"] = input_bytes
-        if "scoring_s" in row:
-            row["overhead_s"] = row["per_candidate_s"] - row["scoring_s"]
+        if "scoring_s" in row:  # in worker-seconds: with several workers the forward passes add up across them
+            row["overhead_s"] = row["per_candidate_s"] * row["workers"] - row["scoring_s"]
         row["vs_every_item"] = row["per_candidate_s"] / figures["every item"]["per_candidate_s"]
         row["speed_up_over_by_hand"] = theirs / row["per_candidate_s"]
 
@@ -235,7 +236,7 @@ def main() -> None:
             str(row.get("task_builds", "-")),
             f"{row['input_bytes_read'] / 1e9:.2f} of {input_bytes / 1e9:.2f}" if "input_bytes_read" in row else "-",
             f"{row['scoring_s']:.1f}" if "scoring_s" in row else "-",
-            f"{row['overhead_s']:.1f} ({row['overhead_s'] / row['per_candidate_s']:.0%})"
+            f"{row['overhead_s']:.1f} ({row['overhead_s'] / (row['per_candidate_s'] * row['workers']):.0%})"
             if "overhead_s" in row
             else "-",
         )

@@ -178,7 +178,7 @@ def test_dare_sweep_saves_the_model_it_scored_and_repeats(tmp_path, tiny_models)
         "merge": dare(tiny_models["a"], tiny_models["b"], tiny_models["c"]),
         "sweep": {"merge.models.0.parameters.density": [0.3, 0.7]},
         "eval": {"limit": 6},
-        "select": {"keep": 2},
+        "select": {"keep": 2, "strategy": "grid"},
     }
     path = write(tmp_path / "r.yaml", recipe)
     boards = []

@@ -80,7 +80,7 @@ def race(truths: list[float], agree: float, n: int, seed: int, select: SelectSet
 
 
 def test_a_race_stops_a_clearly_worse_candidate_early_and_rarely_eliminates_the_best():
-    select = SelectSettings(race=True, min_items=25, eta=2)  # slices of 25, 50, 100, 200, 400 items
+    select = SelectSettings(strategy="grid", race=True, min_items=25, eta=2)  # slices of 25, 50, 100, 200, 400 items
     truths = [0.62, 0.61, 0.58, 0.35]
     eliminated_best = stopped_worst_early = 0
     for seed in range(200):
@@ -95,7 +95,7 @@ def test_a_race_stops_a_clearly_worse_candidate_early_and_rarely_eliminates_the_
 def test_a_race_among_equals_ends_settled_within_delta_before_the_budget():
     """Identical candidates: the race ends as soon as they are shown within delta, long before the budget, and
     stops none of them."""
-    select = SelectSettings(race=True, min_items=25, eta=2, delta=10.0)
+    select = SelectSettings(strategy="grid", race=True, min_items=25, eta=2, delta=10.0)
     counted, _ = race([0.6, 0.6, 0.6], agree=1.0, n=800, seed=1, select=select)
     assert len(set(counted.values())) == 1 and next(iter(counted.values())) < 800
 

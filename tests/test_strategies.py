@@ -67,7 +67,7 @@ def test_idle_workers_promote_early():
 
 
 def test_grid_asks_for_everything_once():
-    select = SelectSettings()
+    select = SelectSettings(strategy="grid")
     strategy = strategies.make(["a", "b"], select, 10, Scores(lambda cid, below: {}), racing_for(select, 2))
     goals = strategy.ask(0)
     assert [(g.cid, g.offset, g.limit) for g in goals] == [("a", 0, 10), ("b", 0, 10)] and strategy.ask(5) == []

@@ -21,6 +21,9 @@ BIN = Path(sys.executable).parent
 
 
 def slerp_recipe(a, b, layers, ts, **sections):
+    """A SLERP t grid between two tiny models; every candidate on every item (`strategy: grid`) unless the test's
+    `select:` says otherwise: tiny sweeps are too small for the default budget's halving."""
+    sections["select"] = {"strategy": "grid", **sections.get("select", {})}
     return {
         "merge": {
             "merge_method": "slerp",

@@ -125,9 +125,10 @@ class SelectSettings(BaseModel):
 
     metric: str = Field("mean", description="'mean' of the tasks' headline metrics, or one task's name.")
     strategy: Literal["grid", "halving"] = Field(
-        "grid",
-        description="grid: every candidate on every item (eval.limit per task); halving: budgeted successive halving "
-        "(every candidate on a few items, the better half on twice as many, ... within select.budget).",
+        "halving",
+        description="halving (the default: it picked within delta most often in merger's selection study): budgeted "
+        "successive halving, every candidate on a few items, the better half on twice as many, ... within "
+        "select.budget; grid: every candidate on every item (eval.limit per task).",
     )
     budget: float = Field(
         0.2,

@@ -55,7 +55,7 @@ def check_search(recipes: list[Path], candidates: list[Candidate]) -> None:
             "select.report_items",
             "a search needs report items: the winner's published score must come from items no trial was chosen on",
         )
-    if first.select.strategy != "grid":
+    if "strategy" in first.select.model_fields_set:
         raise UserError.one(first.recipe_path, "select.strategy", "a search races its own trials; leave it out")
 
 
@@ -104,7 +104,7 @@ def plan_sweep(
         [" -> ".join(step.label for step in steps[c.id]) for c in candidates],
         [weights_bytes(c) for c in candidates],
     )
-    if dry_run and select.strategy == "halving":
+    if dry_run and select.strategy == "halving" and len(candidates) > 1 and not any(c.search for c in candidates):
         found.sizes = Prepared(evals).sizes()
         try:
             found.schedule = schedule_for(len(candidates), select, found.sizes, evals.limit)

@@ -74,7 +74,7 @@ class Sweep:
             "select": self.select.model_dump(mode="json"),
         }
         self.journal.set_meta("settings", settings)  # what `merger report` reads of a sweep that did not finish
-        if self.select.strategy == "halving" and self.journal.meta(SIZES) is None:  # its rungs need them first
+        if self.select.strategy == "halving" and self.search is None and self.journal.meta(SIZES) is None:
             workspace = getattr(self.executor, "workspace", None)  # the local executor's: its tasks, built once
             started = time.time()
             prepared = workspace.tasks(self.eval) if workspace is not None else Prepared(self.eval)
@@ -114,6 +114,7 @@ class Sweep:
                     if goal.candidate is not None and goal.cid not in self.candidates:
                         self.add([goal.candidate])
                     pending.append(goal)
+                ready = []
                 for goal in list(pending):
                     if goal.cid in busy:
                         continue
@@ -122,12 +123,19 @@ class Sweep:
                         pending.remove(goal)
                         strategy.tell(goal)
                         settled = False
-                    elif len(busy) < self.executor.slots and step.journal_id not in making:
-                        self.lease(step)
-                        busy[goal.cid] = goal
-                        leased[(step.journal_id, step.stage)] = goal.cid
-                        if step.journal_id != goal.cid:
-                            making.add(step.journal_id)
+                    else:
+                        ready.append((goal, step))
+                while len(busy) < self.executor.slots:
+                    free = [(g, s) for g, s in ready if s.journal_id not in making and g.cid not in busy]
+                    if not free:
+                        break
+                    # a step whose candidate's worker is free (or that no worker holds) first: rungs stay where merged
+                    goal, step = next(((g, s) for g, s in free if self.executor.prefers(s)), free[0])
+                    self.lease(step)
+                    busy[goal.cid] = goal
+                    leased[(step.journal_id, step.stage)] = goal.cid
+                    if step.journal_id != goal.cid:
+                        making.add(step.journal_id)
             if not busy:
                 return
             for event in self.executor.events():

@@ -28,6 +28,9 @@ class Lost:
 class Executor(Protocol):
     slots: int  # steps that can run at once; the driver never has more than this submitted
 
+    def prefers(self, step: Step) -> bool:
+        """Whether `step` would run now where its candidate already is (an executor with one worker: always)."""
+
     def submit(self, step: Step) -> None:
         """Start `step` (or queue it to start at once when a worker frees up)."""
 

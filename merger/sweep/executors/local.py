@@ -21,6 +21,9 @@ class LocalExecutor:
         self.workspace = Workspace(options)  # kept across every step of the sweep
         self.queue: deque[Step] = deque()
 
+    def prefers(self, step: Step) -> bool:
+        return True
+
     def submit(self, step: Step) -> None:
         self.queue.append(step)
 

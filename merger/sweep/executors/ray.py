@@ -95,7 +95,7 @@ class RayExecutor:
         self.idle = [self._start() for _ in range(self.slots)]
         self.names = {}
         self.running: dict = {}  # object ref -> (step, actor)
-        self.holds: dict = {}  # actor -> the candidate it last worked on
+        self.holds: dict = {}  # actor -> the candidates it worked on, most recent last (its workspace keeps them live)
         try:
             self._check_shared(out)
         except BaseException:
@@ -146,13 +146,26 @@ class RayExecutor:
                 "a filesystem shared by every node, at the same path",
             )
 
+    def _holder(self, cid: str):
+        """The worker that worked on `cid` most recently (it may still hold its live model), or None."""
+        found = [(list(held).index(cid), a) for a, held in self.holds.items() if cid in held]
+        return max(found, key=lambda x: x[0])[1] if found else None
+
+    def prefers(self, step: Step) -> bool:
+        """Whether `step` can go to the worker that holds its candidate now (or no worker holds it): the driver
+        leases those first, so a candidate's rungs stay where it was merged."""
+        holder = self._holder(step.candidate.id)
+        return holder is None or holder in self.idle
+
     def submit(self, step: Step) -> None:
-        """To the idle worker that last worked on this candidate (it holds its live model), else the one idle
-        longest without such a claim."""
-        holder = next((a for a in self.idle if self.holds.get(a) == step.candidate.id), None)
-        actor = holder if holder is not None else self.idle[0]
+        """To the idle worker that holds this candidate (its live model), else to the idle worker holding the fewest
+        candidates."""
+        holder = self._holder(step.candidate.id)
+        actor = holder if holder in self.idle else min(self.idle, key=lambda a: len(self.holds.get(a, {})))
         self.idle.remove(actor)
-        self.holds[actor] = step.candidate.id
+        for held in self.holds.values():
+            held.pop(step.candidate.id, None)
+        self.holds.setdefault(actor, {})[step.candidate.id] = None
         self.running[actor.run.remote(step)] = (step, actor)
 
     def events(self) -> Iterator[Finished | Lost]:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from merger.config.recipe import SelectSettings
 from merger.sweep.racing import Racing
 from merger.sweep.selection import order
-from merger.sweep.strategies.base import Goal, Scores, slice_goal
+from merger.sweep.strategies.base import Fixed, Goal, Scores, Strategy, slice_goal
 
 
 @dataclass(frozen=True)
@@ -139,8 +139,11 @@ class Halving:
         return counted
 
 
-def make(ids: list[str], select: SelectSettings, limit: int | None, scores: Scores, racing: Racing) -> Halving:
-    """Halving on the budget's schedule; the task sizes come from the race's (`Racing.sizes`: the journal's)."""
+def make(ids: list[str], select: SelectSettings, limit: int | None, scores: Scores, racing: Racing) -> Strategy:
+    """Halving on the budget's schedule; the task sizes come from the race's (`Racing.sizes`: the journal's). One
+    candidate has nothing to be told apart from: it is scored on every item, as a grid would."""
+    if len(ids) < 2:
+        return Fixed([Goal(cid, limit=limit) for cid in ids])
     found = schedule_for(len(ids), select, racing.sizes(), limit)
     return Halving(ids, select, found.items, scores, racing if select.race else None)
 
