@@ -114,9 +114,8 @@ def eval_(
     **settings,
 ) -> None:
     """Score a model on lm-eval tasks (any task, group, tag or preset) with merger's fast backend."""
-    report = evaluate_folder(
-        model_dir, eval_settings(settings), device=device, json_out=json_out, items_out=items_out, cache=not no_cache
-    )
+    settings, cache = eval_settings(settings), flags.item_cache(no_cache)
+    report = evaluate_folder(model_dir, settings, device=device, json_out=json_out, items_out=items_out, cache=cache)
     out.print(results_table(report, title=str(model_dir)))
 
 
@@ -177,7 +176,8 @@ def sweep(
         return render.plan(out, plan.plan_sweep(recipes, keep, device, strict, random_seed, execute, dry_run=True))
     from merger.sweep.run import run_sweep
 
-    options = RunOptions(device, lora_merge_cache, strict=strict, random_seed=random_seed, cache=not no_cache)
+    cache = flags.item_cache(no_cache)
+    options = RunOptions(device, lora_merge_cache, strict=strict, random_seed=random_seed, cache=cache)
     best = run_sweep(recipes, out_dir, options, keep=keep, fresh=fresh, execute=execute)
     out.print(f"[green]best:[/green] {best}")
 

@@ -28,6 +28,13 @@ NO_CACHE = typer.Option(
 LORA_CACHE = typer.Option(None, "--lora-merge-cache", help="Where LoRA inputs are merged (default: merger's cache).")
 
 
+def item_cache(no_cache: bool):
+    """Where `--no-cache` leaves the per-item cache: its folder, or None (off)."""
+    from merger.evaluate.cache import default_root
+
+    return None if no_cache else default_root()
+
+
 def _members(annotation) -> tuple:
     return typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
 

@@ -349,15 +349,15 @@ def evaluate_folder(
     device: str = "auto",
     json_out: Path | None = None,
     items_out: Path | None = None,
-    cache: bool = True,
+    cache: Path | None = None,
 ) -> EvalReport:
-    """`merger eval`: score a model folder with the chosen backend, items already in the per-item cache read from it
-    (`cache`: False bypasses it); write the summary and items where asked."""
+    """`merger eval`: score a model folder with the chosen backend, items already in the per-item cache (the folder
+    `cache`; None: off) read from it; write the summary and items where asked."""
     from merger.core.hf import require_model_folder
     from merger.evaluate.report import write_items, write_summary
 
     folder = require_model_folder(Path(model_dir))
-    store = ItemCache() if cache else None
+    store = ItemCache(cache) if cache else None
     try:
         model = store.folder_model(folder, runtime(settings.backend, device)) if store else None
         report = evaluate(lambda: make_lm(settings, folder=folder, device=device), settings, cache=store, model=model)

@@ -14,4 +14,4 @@ class RunOptions:
     allow_pickle: bool = False  # read pickled (.bin) input weights
     strict: bool = False  # notes are problems
     random_seed: int | None = None  # over the recipes' own seeds
-    cache: bool = True  # read and add to the per-item cache (`evaluate/cache.py`); --no-cache: score every item
+    cache: Path | None = None  # the per-item cache's folder (`evaluate/cache.py`), the same on every worker; None: off

@@ -63,7 +63,7 @@ class Workspace:
         self.budget = live_budget_from_env()  # bytes of models kept besides the input tensors
         self.prepared: dict[str, Prepared] = {}  # eval key -> tasks
         self.encoders: list = []  # merger's request tokenization, one per tokenizer seen
-        self.items = ItemCache() if options.cache else None  # scored records by model and task (`evaluate/cache.py`)
+        self.items = ItemCache(options.cache) if options.cache else None  # records by model and task (`cache.py`)
 
     def snapshot(self) -> Counters:
         return Counters(**asdict(self.counters))

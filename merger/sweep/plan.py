@@ -55,7 +55,7 @@ def check_search(recipes: list[Path], candidates: list[Candidate]) -> None:
             "select.report_items",
             "a search needs report items: the winner's published score must come from items no trial was chosen on",
         )
-    if "strategy" in first.select.model_fields_set:
+    if "strategy" in first.select.model_fields_set and first.select.strategy != "grid":  # halving is the default
         raise UserError.one(first.recipe_path, "select.strategy", "a search races its own trials; leave it out")
 
 
