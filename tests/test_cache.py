@@ -61,6 +61,18 @@ def test_cached_items_are_read_back_and_combine_with_new_ones_exactly(tiny_model
     assert more.tasks["merger_arithmetic"].cached == 6 and same(more, fresh), "the mean over both is lm-eval's"
 
 
+def test_with_shots_a_record_holds_only_for_the_same_runs_documents(tiny_models):
+    """lm-eval draws each document's few-shot examples in turn from one seeded sampler, so a 2-shot document scored
+    among 6 has other examples than among 10: those are scored again (and equal a run without the cache), the same
+    10 are read back."""
+    shots = SETTINGS.model_copy(update={"num_fewshot": 2})
+    score(tiny_models["a"], shots, limit=6)
+    more, _ = score(tiny_models["a"], shots, limit=10)
+    assert more.tasks["merger_arithmetic"].cached == 0 and same(more, score(tiny_models["a"], shots, 10, False)[0])
+    again, loads = score(tiny_models["a"], shots, limit=10)
+    assert again.tasks["merger_arithmetic"].cached == 10 and loads == 0 and same(again, more)
+
+
 def test_an_entry_is_never_served_to_other_weights_tokenizer_settings_or_backend(tiny_models, tmp_path):
     score(tiny_models["a"])
     copy = shutil.copytree(tiny_models["a"], tmp_path / "copy")

@@ -9,6 +9,8 @@ disjoint for different offsets. A group's score is the size-weighted mean of its
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import random
 import time
@@ -143,14 +145,27 @@ def _item_id(name: str, tasks: dict[str, Any], leaf: str, doc: int) -> str:
     return str(doc) if list(tasks) == [name] else f"{leaf}/{doc}"
 
 
+def doc_keys(tasks: dict[str, Any], chosen: list[tuple]) -> dict[tuple, str]:
+    """Each chosen item's name in the per-item cache. lm-eval draws a document's few-shot examples from one seeded
+    sampler in turn for the documents of a run (sorted), so with shots a record holds only for the same run's
+    documents: its name carries them (a hash of the leaf's documents in the run); 0-shot, the document alone."""
+    runs = {}
+    for leaf, task in tasks.items():
+        docs = sorted(d for t, d in chosen if t == leaf)
+        if task.get_config("num_fewshot"):
+            runs[leaf] = "@" + hashlib.sha256(json.dumps(docs).encode()).hexdigest()[:16]
+    return {(leaf, doc): f"{leaf}/{doc}{runs.get(leaf, '')}" for leaf, doc in chosen}
+
+
 def _cached(cache, model, key, name: str, tasks: dict[str, Any], chosen: list[tuple]) -> dict[tuple, ItemRecord]:
     """The chosen items the cache holds for this model and task (`key`: None, no cache), as this run names them."""
     if not key:
         return {}
-    found = cache.get(model.key, key, [f"{leaf}/{doc}" for leaf, doc in chosen])
+    names = doc_keys(tasks, chosen)
+    found = cache.get(model.key, key, list(names.values()))
     records = {}
     for leaf, doc in chosen:
-        record = found.get(f"{leaf}/{doc}")
+        record = found.get(names[(leaf, doc)])
         if record is not None:
             records[(leaf, doc)] = record.model_copy(update={"task": name, "id": _item_id(name, tasks, leaf, doc)})
     return records
@@ -314,7 +329,8 @@ def evaluate(
                 primary = proto.metric if proto and proto.metric in metrics else next(iter(metrics), "")
                 records.update(_items(name, tasks, out["samples"], primary))
             if key and todo:
-                cache.put(model.key, key, {f"{leaf}/{doc}": records[(leaf, doc)] for leaf, doc in todo})
+                names = doc_keys(tasks, chosen)
+                cache.put(model.key, key, {names[pair]: records[pair] for pair in todo})
             first = tasks[leaves[0]].config
             k = sorted(shots)[0]
             for pair, record in records.items():
