@@ -156,7 +156,19 @@ def test_the_race_compares_each_task_on_its_own_items():
 def test_candidates_scored_on_more_items_rank_first():
     few = {"t": {"1": 1.0, "2": 1.0}}
     many = {"t": {str(i): 0.5 for i in range(8)}}
-    assert [r.id for r in rank({"few": few, "many": many}, "mean")] == ["many", "few"]
+    ranked = rank({"few": few, "many": many}, "mean")
+    assert [r.id for r in ranked] == ["many", "few"]
+    assert not ranked[1].tied_with_best, "cut at an earlier rung (fewer items), not tied, whatever its interval"
+
+    from merger.config.results import LeaderboardRow
+    from merger.sweep.leaderboard import _standing
+
+    row = lambda r: LeaderboardRow(  # noqa: E731
+        id=r.id, recipe="r.yaml", params={}, score=r.score, ci=r.ci, gap=r.gap, tied_with_best=r.tied_with_best,
+        tasks=r.tasks, n_items=r.n_items,
+    )  # fmt: skip
+    best, cut = row(ranked[0]), row(ranked[1])
+    assert _standing(cut, best) == "cut" and _standing(best, best) == "best"
 
 
 def test_leaderboard_table_fits_80_columns():

@@ -119,6 +119,11 @@ _SCORE_FIELDS = (
 )
 
 
+def points(low: float, high: float) -> str:
+    """An interval in points, `[-0.4, +3.1]`, never `-0.0`."""
+    return "[" + ", ".join(f"{round(x, 1) + 0.0:+.1f}" for x in (low, high)) + "]"
+
+
 def stderr_key(metric: str) -> str:
     """lm-eval's name for a metric's standard error: `acc,none` -> `acc_stderr,none`."""
     name, _, filt = metric.partition(",")
@@ -316,7 +321,7 @@ class Decision(BaseModel):
         )
         sure = f"{self.confidence:.0%} confidence"
         pair = (
-            f"; ahead of {self.runner_up} by [{self.paired[0]:+.1f}, {self.paired[1]:+.1f}] points (paired "
+            f"; ahead of {self.runner_up} by {points(*self.paired)} points (paired "
             f"{self.confidence:.0%} interval on {self.paired_items} items)"
             if self.runner_up and self.paired
             else ""
@@ -375,7 +380,10 @@ class LeaderboardRow(BaseModel):
         description="Anytime-valid bounds on this candidate's signal score minus the best's, on the items both have, "
         "at select.confidence (shared by the best's comparisons with the others).",
     )
-    tied_with_best: bool = Field(description="Not shown worse than the best (its gap's upper bound is not below 0).")
+    tied_with_best: bool = Field(
+        description="Not shown worse than the best (its gap's upper bound is not below 0), on as many items (one "
+        "cut at an earlier rung is not tied)."
+    )
     tasks: dict[str, float] = Field(description="Task -> mean on the selection items.")
     n_items: int = Field(description="Selection items scored.")
     reported: Reported | None = Field(None, description="The winner's score on disjoint report items.")

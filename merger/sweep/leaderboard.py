@@ -11,7 +11,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from merger.config.results import Decision, LeaderboardRow, Reported, SearchSummary, SweepCandidate, SweepMeta
+from merger.config.results import Decision, LeaderboardRow, Reported, SearchSummary, SweepCandidate, SweepMeta, points
 from merger.core.atomic import atomic_write
 from merger.core.errors import UserError
 from merger.sweep.journal import Journal
@@ -131,13 +131,16 @@ def _point(row: LeaderboardRow) -> str:
 
 
 def _standing(row: LeaderboardRow, best: LeaderboardRow, tied: str = "yes") -> str:
-    """best; not better than its parent (never kept); tied with the best; or nothing."""
+    """best; not better than its parent (never kept); cut at an earlier rung (halving, or stopped by a race: scored
+    on fewer items than the best); tied with the best; or nothing."""
     if row is best:
         return "best"
     if row.reference:
         return "input"
     if row.beats_parent is False:
         return "≤ parent"
+    if row.n_items < best.n_items and row.stage == best.stage:
+        return "cut"
     return tied if row.tied_with_best else ""
 
 
@@ -201,10 +204,10 @@ def markdown(
         if r.reference:
             point = f"input model `{r.reference}`, as it is"
         if r.parent:
-            bounds = f"[{100 * r.vs_parent[0]:+.1f}, {100 * r.vs_parent[1]:+.1f}]" if r.vs_parent else "-"
+            bounds = points(100 * r.vs_parent[0], 100 * r.vs_parent[1]) if r.vs_parent else "-"
             made = f"merge of {', '.join(r.inputs)}; " if r.inputs else ""
             point += f" (stage {r.stage}: {made}child of {r.parent}, vs parent {bounds})"
-        gap = f"[{100 * r.gap[0]:+.1f}, {100 * r.gap[1]:+.1f}]" if r.gap and i > 1 else "-"
+        gap = points(100 * r.gap[0], 100 * r.gap[1]) if r.gap and i > 1 else "-"
         signal = f"{r.signal:.4f}" if r.signal is not None else "-"
         lines.append(
             f"| {i} | {r.id} | {Path(r.recipe).name}{''.join(' +' + k for k in r.train)} | {point} | {r.score:.4f} | "
@@ -228,6 +231,11 @@ def markdown(
                 "read alone); a child not shown better than its parent (≤ parent) is never kept, and its parent "
                 "stays eligible."
                 if any(r.parent for r in rows)
+                else ""
+            )
+            + (
+                " Cut: stopped at an earlier rung (scored on fewer items), never tied with the best."
+                if any(_standing(r, best) == "cut" for r in rows)
                 else ""
             )
             + (

@@ -41,7 +41,7 @@ class Ranked:
     ci: tuple[float, float]
     signal: float  # the deciding signal's score
     gap: tuple[float, float]  # paired interval of its signal score minus the best's, on the items both have
-    tied_with_best: bool  # not shown worse than the best (the paired interval reaches 0)
+    tied_with_best: bool  # not shown worse than the best (the paired interval reaches 0), on as many items
     tasks: dict[str, float]
     n_items: int
 
@@ -88,6 +88,10 @@ def order(
     return sorted(values, key=key)
 
 
+def n_items(values: Values) -> int:
+    return sum(len(x) for x in values.values())
+
+
 def rank(
     values: dict[str, Values],
     metric: str,
@@ -112,9 +116,9 @@ def rank(
                 ci=confidence_interval(v, metric),
                 signal=score(decided[cid], metric),
                 gap=gap,
-                tied_with_best=gap[1] >= 0,
+                tied_with_best=gap[1] >= 0 and n_items(v) >= n_items(values[ids[0]]),  # a cut one is not tied
                 tasks={t: sum(x.values()) / len(x) for t, x in v.items()},
-                n_items=sum(len(x) for x in v.values()),
+                n_items=n_items(v),
             )
         )
     return ranked
