@@ -70,7 +70,7 @@ def recipe(base: Path, other: Path, task: str, limit: int, report: int, **sectio
             },
         },
         "eval": {"tasks": [task], "limit": limit},
-        "select": {"keep": 1, "report_items": report},
+        "select": {"strategy": "grid", "keep": 1, "report_items": report},  # the grid: every point on every item
         **sections,
     }
 

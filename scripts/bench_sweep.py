@@ -82,9 +82,9 @@ def main() -> None:
         ],
     }
     selects = {
-        "every item": {"race": False},
+        "every item": {"strategy": "grid"},
         "halving": {"strategy": "halving", "budget": 0.2},  # a fifth of the every-item sweep's evaluations
-        "racing": {"race": True},
+        "racing": {"strategy": "grid", "race": True},
     }
     recipes = {}
     for name, select in selects.items():
