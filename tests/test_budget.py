@@ -127,7 +127,7 @@ def test_a_sweeps_pick_is_what_a_replay_of_its_journal_picks(tiny_models, tmp_pa
 
     recipe = slerp_recipe(
         tiny_models["a"], tiny_models["b"], 4, [0.1, 0.3, 0.5, 0.7, 0.9],
-        eval={"tasks": ["merger_arithmetic"], "num_fewshot": 0}, select={"strategy": "halving"},
+        eval={"tasks": ["merger_arithmetic"], "num_fewshot": 0, "limit": 160}, select={"strategy": "halving"},
     )  # fmt: skip
     out = tmp_path / "out"
     result = runner.invoke(
@@ -148,7 +148,7 @@ def test_a_sweeps_pick_is_what_a_replay_of_its_journal_picks(tiny_models, tmp_pa
 
         select = SelectSettings(strategy="halving")
         racing = racing_for(select, len(rows), journal.task_sizes)
-        strategy = strategies.make(list(rows), select, None, Scores(read("metric"), read("auto"), 1234), racing)
+        strategy = strategies.make(list(rows), select, 160, Scores(read("metric"), read("auto"), 1234), racing)
         while not strategy.finished():
             for goal in strategy.ask(1):
                 reached[goal.cid] = goal.offset + goal.limit

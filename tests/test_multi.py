@@ -134,6 +134,7 @@ def test_a_sweep_over_an_upstream_document_shares_what_did_not_change(tiny_model
         },
         "sweep": {"upstream.second.parameters.t": [0.2, 0.8]},
         "eval": {"tasks": ["merger_arithmetic"], "limit": 4},
+        "select": {"strategy": "grid"},
     }
     path = tmp_path / "two-level.yaml"
     path.write_text(yaml.safe_dump(recipe))

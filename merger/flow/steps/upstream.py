@@ -25,6 +25,11 @@ class Upstream(Step):
     def label(self) -> str:
         return self.name
 
+    def needs(self) -> list[Path]:
+        """The named merges made before this one (it may take them); not the candidate's own inputs."""
+        names = [named.name for named in self.candidate.upstream]
+        return [Path(named.path) for named in self.candidate.upstream[: names.index(self.name)]]
+
     def run(self, workspace) -> Outcome:
         o = workspace.options
         return Outcome(path=make_named(self.candidate, self.name, o.device, o.trust_remote_code, o.lora_merge_cache))
