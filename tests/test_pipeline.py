@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 import pytest
-from test_sweep import BIN, slerp_recipe, stages, write
+from test_sweep import BIN, slerp_recipe, stages, sweep, write
 
 from merger.sweep.racing import Racing
 from merger.sweep.selection import versus_parents
@@ -131,7 +131,7 @@ def test_input_models_are_scored_as_reference_rows_never_kept(tiny_models, tmp_p
     assert "input model" in (out / "leaderboard.md").read_text()
     # another sweep over the same inputs: the reference rows come from the per-item cache, no item scored again
     again = tmp_path / "again"
-    subprocess.run([str(BIN / "merger"), "sweep", str(path), "--out", str(again), "--device", "cpu"], check=True)
+    sweep(path, "--out", again)
     db = sqlite3.connect(again / "journal.sqlite")
     refs = [r["id"] for r in inputs.values()]
     work = db.execute(
