@@ -2,15 +2,12 @@
 against its parent; a child not shown better than its parent is never kept."""
 
 import json
-import os
-import signal
 import sqlite3
 import subprocess
-import time
 
 import numpy as np
 import pytest
-from test_sweep import BIN, slerp_recipe, stages, sweep, write
+from test_sweep import BIN, kill_when, slerp_recipe, stages, sweep, write
 
 from merger.sweep.racing import Racing
 from merger.sweep.selection import versus_parents
@@ -60,21 +57,7 @@ def test_a_pipeline_refines_the_top_two_and_resumes_after_sigkill(tiny_models, t
     dry = subprocess.run([*cmd, "--dry-run"], capture_output=True, text=True, check=True)
     assert "then stage 1: the top 2 trained (dpo) into 2 children" in dry.stdout
     assert "each child scored on its parent's items (12 items per task)" in " ".join(dry.stdout.split())
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
-    deadline, killed_in = time.time() + 300, None
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            found = stages(out) if (out / "journal.sqlite").exists() else {}
-        except sqlite3.Error:
-            found = {}
-        running = [k for k, (status, _) in found.items() if status == "running" and k[1] == "train-1-dpo"]
-        if running:
-            proc.send_signal(signal.SIGKILL)
-            killed_in = running[0]
-            break
-        time.sleep(0.05)
-    proc.wait()
-    assert killed_in is not None, "the sweep finished before its DPO stage could be interrupted"
+    killed_in = kill_when(cmd, out, lambda k: k[1] == "train-1-dpo")
     before = stages(out)
     finished = {k for k, (status, _) in before.items() if status == "done"}
     subprocess.run(cmd, check=True, capture_output=True)

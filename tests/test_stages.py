@@ -3,18 +3,15 @@
 while a stage needs them, every merged child tested against its best input."""
 
 import json
-import os
-import signal
 import sqlite3
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 from test_pipeline import STRING_ROWS
-from test_sweep import BIN, runner, slerp_recipe, stages, write
+from test_sweep import BIN, kill_when, runner, slerp_recipe, stages, write
 
 from merger.cli import app
 from merger.config.recipe import Candidate, RefineStage
@@ -177,26 +174,6 @@ def test_a_second_level_merge_equals_mergekit_multi_and_keep_1_keeps_what_a_stag
     soups = [r for r in json.loads((again / "leaderboard.json").read_text()) if r["stage"] == 2]
     assert len(soups) == 1 and sorted(soups[0]["inputs"]) == sorted(c["id"] for c in children.values())
     assert all(after[(c["id"], "save")][0] == "done" for c in children.values()), "pruned inputs saved again"
-
-
-def kill_when(cmd, out, running) -> tuple[str, str]:
-    """Run a sweep and SIGKILL it as soon as a stage `running` picks is running; that stage."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
-    deadline, killed_in = time.time() + 300, None
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            found = stages(out) if (out / "journal.sqlite").exists() else {}
-        except sqlite3.Error:
-            found = {}
-        hit = [k for k, (status, _) in found.items() if status == "running" and running(k)]
-        if hit:
-            proc.send_signal(signal.SIGKILL)
-            killed_in = hit[0]
-            break
-        time.sleep(0.01)
-    proc.wait()
-    assert killed_in is not None, "the sweep finished before it could be interrupted there"
-    return killed_in
 
 
 @pytest.mark.slow

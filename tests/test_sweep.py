@@ -56,6 +56,26 @@ def stages(out: Path) -> dict[tuple[str, str], tuple[str, int]]:
     }
 
 
+def kill_when(cmd, out, running) -> tuple[str, str]:
+    """Run a sweep and SIGKILL it as soon as a stage `running` picks is running; that stage."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
+    deadline, killed_in = time.time() + 300, None
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            found = stages(out) if (out / "journal.sqlite").exists() else {}
+        except sqlite3.Error:
+            found = {}
+        hit = [k for k, (status, _) in found.items() if status == "running" and running(k)]
+        if hit:
+            proc.send_signal(signal.SIGKILL)
+            killed_in = hit[0]
+            break
+        time.sleep(0.01)
+    proc.wait()
+    assert killed_in is not None, "the sweep finished before it could be interrupted there"
+    return killed_in
+
+
 def sweep(*args):
     result = runner.invoke(app, ["sweep", *map(str, args), "--device", "cpu"])
     assert result.exit_code == 0, result.output + result.stderr
