@@ -116,7 +116,7 @@ def merged_child(
     refined: Candidate, n: int, point: dict[str, Any], before: list[Candidate], folder: Callable[[str], Path]
 ) -> Candidate | None:
     """Stage `n`'s child of `refined` at one of the stage's points; `before`: the stage before's candidates, best
-    first. None where the names give one model twice (`@candidate` is also `@top1`)."""
+    first. None where the names give one model twice, or name a `@topK` the stage before did not make."""
     stage = refined.refine[n - 1]
     config = stage_config(stage, point)
     ids: dict[str, str] = {}
@@ -126,8 +126,10 @@ def merged_child(
             ids[ref] = refined.id
         elif match.group(1) == "parent":
             ids[ref] = refined.parent
-        else:
+        elif int(match.group(2)) <= len(before):
             ids[ref] = before[int(match.group(2)) - 1].id
+        else:  # the stage before made fewer than validation allowed for (children that came out the same)
+            return None
     merged = [ids[ref] for field, ref in names_in(config) if not field.endswith("base_model")]
     if len(set(merged)) < len(merged):
         return None
