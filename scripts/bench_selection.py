@@ -194,7 +194,8 @@ def main() -> None:
     rows = []
     for budget in [float(b) for b in args.budgets.split(",")]:
         limit = max(1, math.ceil(budget / 100 * min(sizes.values())))
-        select = SelectSettings(
+        select = SelectSettings(  # racing: a grid raced in slices
+            strategy="grid",
             race=True,
             delta=args.delta,
             confidence=args.confidence,

@@ -25,6 +25,13 @@ DATA=${MERGER_DATA_DIR:-../shared/evaldata/hub}
 PY=.venv/bin/python
 merger=.venv/bin/merger
 mkdir -p "$OUT/models" "$OUT/items" "$OUT/recipes"
+score() {  # score FOLDER TASK FILE: every item of TASK, 0-shot, into FILE (skipped when FILE exists)
+  [ -s "$3" ] && return
+  mkdir -p "$(dirname "$3")"
+  echo "scoring $1 on every item of $2"
+  $merger eval "$1" --tasks "$2" --num-fewshot 0 --data-dir "$DATA" --device cpu --items "$3.tmp" >/dev/null
+  mv "$3.tmp" "$3"
+}
 $merger models prepare smollm2 --link models >/dev/null
 BASE=models/smollm2-135m-instruct
 M=$OUT/models
@@ -87,13 +94,8 @@ if [ "${SET:-}" = methods ]; then
     $merger merge "$OUT/recipes/$name.yaml" --out "$M/$name"
   done
   for task in "${TASKS[@]}"; do
-    mkdir -p "$OUT/items-methods/$task"
     for name in $(printf '%s\n' "${!RECIPE[@]}" | sort); do
-      file=$OUT/items-methods/$task/$name.jsonl
-      [ -s "$file" ] && continue
-      echo "scoring $name on every item of $task"
-      $merger eval "$M/$name" --tasks "$task" --num-fewshot 0 --data-dir "$DATA" --device cpu \
-        --items "$file.tmp" >/dev/null && mv "$file.tmp" "$file"
+      score "$M/$name" "$task" "$OUT/items-methods/$task/$name.jsonl"
     done
   done
   echo "items in $OUT/items-methods; replay: $PY scripts/bench_selection.py $OUT/items-methods/*/ --delta 1"
@@ -103,12 +105,7 @@ declare -A FOLDER=([base]=$BASE [dpo-arith]=models/smollm2-135m-instruct-dpo)
 for m in dpo-ultrafeedback slerp-0.25 slerp-0.5 slerp-0.75 dus-32 noise-2 noise-4 noise-8 noise-16; do FOLDER[$m]=$M/$m; done
 for task in "${TASKS[@]}"; do
   for name in base dpo-arith dpo-ultrafeedback slerp-0.25 slerp-0.5 slerp-0.75 dus-32 noise-2 noise-4 noise-8 noise-16; do
-    file=$OUT/items/$task/$name.jsonl
-    [ -s "$file" ] && continue
-    mkdir -p "$OUT/items/$task"
-    echo "scoring $name on every item of $task"
-    $merger eval "${FOLDER[$name]}" --tasks "$task" --num-fewshot 0 --data-dir "$DATA" --device cpu \
-      --items "$file.tmp" >/dev/null && mv "$file.tmp" "$file"
+    score "${FOLDER[$name]}" "$task" "$OUT/items/$task/$name.jsonl"
   done
 done
 echo "items in $OUT/items; replay: $PY scripts/bench_selection.py $OUT/items/*/ --delta 1"

@@ -198,3 +198,33 @@ def test_leaderboard_table_fits_80_columns():
     for r in rows:
         [line] = [line for line in lines if r.id in line]
         assert f"{r.score:.3f}" in line and "0.41-0.62" in line and "0.400" in line and "0.600" in line
+
+
+def test_bench_selection_races_a_grid_beside_halving(tmp_path, monkeypatch):
+    """The replay's rows are the strategies they are named for: among four identical candidates a race (a grid
+    raced in slices) stops nobody and scores every one on the budget's items, as the fixed subset does, while
+    halving spends the same items on rungs and cuts three of them."""
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent.parent / "scripts"))
+    import bench_selection
+
+    from merger.config.results import ItemRecord
+
+    values = bernoulli(0.4, 400, seed=3)["t"]
+    for name in ("a", "b", "c", "d"):
+        records = [
+            ItemRecord(task="t", id=i, doc_id=k, primary="acc", metrics={"acc": v}, signal=v).model_dump_json()
+            for k, (i, v) in enumerate(values.items())
+        ]
+        (tmp_path / f"{name}.jsonl").write_text("\n".join(records) + "\n")
+    out = tmp_path / "replay.json"
+    argv = ["bench_selection.py", str(tmp_path), "--repeats", "3", "--budgets", "20", "--json", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    bench_selection.main()
+    rows = {(r["strategy"], r["signal"]): r for r in json.loads(out.read_text())["rows"]}
+    race, fixed, halving = rows[("race", "metric")], rows[("fixed", "metric")], rows[("halving", "metric")]
+    assert race["best_eliminated"] == 0 and race["items_fraction"] == pytest.approx(fixed["items_fraction"])
+    assert halving["items_fraction"] == pytest.approx(0.2) and halving["best_eliminated"] > 0
