@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The selection study behind the README's bench_selection figures: 9 sibling candidates of SmolLM2-135M-Instruct,
+# The selection study behind the README's bench_selection figures: 11 sibling candidates of SmolLM2-135M-Instruct,
 # each scored 0-shot on whole task files of the shared mirror, one `merger eval --items` file per candidate and
 # task, then replayed by scripts/bench_selection.py.
 #

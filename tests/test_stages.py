@@ -31,6 +31,25 @@ def slerp_with(first: str, second, t: float = 0.5, layers: int = 4) -> dict:
     }
 
 
+def mergekit_multi(documents: list[dict], tmp_path: Path) -> Path:
+    """mergekit-multi's output folder for these documents (the last one's merge)."""
+    multi = tmp_path / "multi.yaml"
+    multi.write_text(yaml.safe_dump_all(documents))
+    subprocess.run(
+        [str(BIN / "mergekit-multi"), str(multi), "--intermediate-dir", str(tmp_path / "inter"), "--out-path",
+         str(tmp_path / "mk")],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return tmp_path / "mk"
+
+
+def scored_digest(out: Path, cid: str) -> str:
+    """The digest of the weights a sweep scored for a candidate, from its journal."""
+    db = sqlite3.connect(out / "journal.sqlite")
+    query = "SELECT result FROM stages WHERE candidate=? AND stage='scored-weights'"
+    return json.loads(db.execute(query, (cid,)).fetchone()[0])["digest"]
+
+
 def two_level(tiny_models, ts=(0.4,), stage_ts=(0.3, 0.7), more=()):
     recipe = slerp_recipe(
         tiny_models["a"], tiny_models["b"], 4, list(ts), eval={"tasks": ["merger_arithmetic"], "limit": 8}
@@ -145,18 +164,9 @@ def test_a_second_level_merge_equals_mergekit_multi_and_keep_1_keeps_what_a_stag
     children = {r["params"]["refine.0.merge.parameters.t"]: r for r in rows if r["stage"] == 1}
     assert set(children) == {0.3, 0.7}
     assert all(c["inputs"] == [first["id"]] and c["parent"] == first["id"] for c in children.values())
-    multi = tmp_path / "multi.yaml"
     first_doc = {"name": "first", **slerp_with(tiny_models["a"], tiny_models["b"], 0.4)}
-    multi.write_text(yaml.safe_dump_all([first_doc, slerp_with("first", tiny_models["c"], 0.3)]))
-    subprocess.run(
-        [str(BIN / "mergekit-multi"), str(multi), "--intermediate-dir", str(tmp_path / "inter"), "--out-path",
-         str(tmp_path / "mk")],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    db = sqlite3.connect(out / "journal.sqlite")
-    query = "SELECT result FROM stages WHERE candidate=? AND stage='scored-weights'"
-    scored = json.loads(db.execute(query, (children[0.3]["id"],)).fetchone()[0])["digest"]
-    assert scored == folder_digest(tmp_path / "mk"), "the tensors scored are mergekit-multi's, bit for bit"
+    multi = mergekit_multi([first_doc, slerp_with("first", tiny_models["c"], 0.3)], tmp_path)
+    assert scored_digest(out, children[0.3]["id"]) == folder_digest(multi), "mergekit-multi's tensors, bit for bit"
     winner = json.loads((out / "sweep.json").read_text())["decision"]["winner"]
     for child in children.values():
         assert child["beats_parent"] == (child["vs_parent"][0] > 0)
@@ -174,6 +184,20 @@ def test_a_second_level_merge_equals_mergekit_multi_and_keep_1_keeps_what_a_stag
     soups = [r for r in json.loads((again / "leaderboard.json").read_text()) if r["stage"] == 2]
     assert len(soups) == 1 and sorted(soups[0]["inputs"]) == sorted(c["id"] for c in children.values())
     assert all(after[(c["id"], "save")][0] == "done" for c in children.values()), "pruned inputs saved again"
+
+
+def test_a_second_level_merge_of_smollm2_equals_mergekit_multi(smollm2, smollm2_variant, tmp_path):
+    """The same claim on the real model (30 layers, tied embeddings, its tokenizer): SLERP(model, sibling) at 0.4,
+    then SLERP(that, model) at 0.3, scored in memory by the sweep, bit for bit mergekit-multi's folder."""
+    recipe = slerp_recipe(smollm2, smollm2_variant, 30, [0.4], eval={"tasks": ["merger_arithmetic"], "limit": 4})
+    recipe["refine"] = [{"top": 1, "merge": slerp_with("@candidate", smollm2, 0.3, layers=30)}]
+    path, out = write(tmp_path / "r.yaml", recipe), tmp_path / "out"
+    result = runner.invoke(app, ["sweep", str(path), "--out", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output + result.stderr
+    [child] = [r for r in json.loads((out / "leaderboard.json").read_text()) if r["stage"] == 1]
+    first = {"name": "first", **slerp_with(smollm2, smollm2_variant, 0.4, layers=30)}
+    multi = mergekit_multi([first, slerp_with("first", smollm2, 0.3, layers=30)], tmp_path)
+    assert scored_digest(out, child["id"]) == folder_digest(multi)
 
 
 @pytest.mark.slow
