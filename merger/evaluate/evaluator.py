@@ -157,15 +157,15 @@ def doc_keys(tasks: dict[str, Any], chosen: list[tuple]) -> dict[tuple, str]:
     return {(leaf, doc): f"{leaf}/{doc}{runs.get(leaf, '')}" for leaf, doc in chosen}
 
 
-def _cached(cache, model, key, name: str, tasks: dict[str, Any], chosen: list[tuple]) -> dict[tuple, ItemRecord]:
-    """The chosen items the cache holds for this model and task (`key`: None, no cache), as this run names them."""
+def _cached(cache, model, key, name: str, tasks: dict[str, Any], stored: dict[tuple, str]) -> dict[tuple, ItemRecord]:
+    """The chosen items the cache holds for this model and task (`key`: None, no cache; `stored`: each chosen item's
+    name in the cache, `doc_keys`), as this run names them."""
     if not key:
         return {}
-    names = doc_keys(tasks, chosen)
-    found = cache.get(model.key, key, list(names.values()))
+    found = cache.get(model.key, key, list(stored.values()))
     records = {}
-    for leaf, doc in chosen:
-        record = found.get(names[(leaf, doc)])
+    for leaf, doc in stored:
+        record = found.get(stored[(leaf, doc)])
         if record is not None:
             records[(leaf, doc)] = record.model_copy(update={"task": name, "id": _item_id(name, tasks, leaf, doc)})
     return records
@@ -286,7 +286,8 @@ def evaluate(
                 raise UserError.one(name, "limit", f"no items left to score (offset {offset} of {len(pairs)})")
             shots = {tasks[leaf].get_config("num_fewshot") for leaf in leaves}
             key = task_key(name, tasks, settings) if cache and all(map(cacheable, tasks.values())) else None
-            records = _cached(cache, model, key, name, tasks, chosen)
+            stored = doc_keys(tasks, chosen) if key else {}
+            records = _cached(cache, model, key, name, tasks, stored)
             hit = bool(records)
             todo = [pair for pair in chosen if pair not in records]
             started, out = time.perf_counter(), None
@@ -329,8 +330,7 @@ def evaluate(
                 primary = proto.metric if proto and proto.metric in metrics else next(iter(metrics), "")
                 records.update(_items(name, tasks, out["samples"], primary))
             if key and todo:
-                names = doc_keys(tasks, chosen)
-                cache.put(model.key, key, {names[pair]: records[pair] for pair in todo})
+                cache.put(model.key, key, {stored[pair]: records[pair] for pair in todo})
             first = tasks[leaves[0]].config
             k = sorted(shots)[0]
             for pair, record in records.items():
